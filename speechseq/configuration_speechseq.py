@@ -1,0 +1,236 @@
+"""Configuration of the speechseq encoder-decoder ASR model."""
+
+from transformers import PretrainedConfig
+
+__all__ = ["SpeechSeqConfig", "PRESETS"]
+
+# Kernel and stride of each 2-D convolution of the subsampling front end, by time-reduction factor.
+# Strided convolutions without padding, as ESPnet's Conv2dSubsampling{,6,8}: an output frame only ever sees real
+# input frames, so padding a batch never changes the frames that belong to an utterance.
+SUBSAMPLING_CONVS = {
+    2: ((3, 2),),
+    4: ((3, 2), (3, 2)),
+    6: ((3, 2), (5, 3)),
+    8: ((3, 2), (3, 2), (3, 2)),
+}
+
+# Named shapes for `SpeechSeqConfig.from_preset`. "small" is ESPnet's LibriSpeech-100 Transformer (12 x 2048 encoder)
+# with a slimmer decoder feed-forward, so that it stays under the assignment's 30M-parameter limit with every one of
+# its vocabularies (characters, BPE 1k, 5k and 10k: 24.0M to 29.1M parameters).
+PRESETS = {
+    "tiny": dict(
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        subsampling_channels=32,
+        dropout=0.0,
+    ),
+    "small": dict(
+        d_model=256,
+        encoder_layers=12,
+        decoder_layers=6,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=1024,
+        subsampling_channels=256,
+        dropout=0.1,
+    ),
+}
+
+_ACTIVATIONS = ("relu", "gelu", "silu", "swish", "gelu_new")
+
+
+class SpeechSeqConfig(PretrainedConfig):
+    r"""
+    Configuration of a [`SpeechSeqForConditionalGeneration`]: a pre-norm Transformer encoder-decoder over log-mel
+    filterbanks, with a convolutional subsampling front end and an auxiliary CTC head on the encoder.
+
+    Args:
+        vocab_size (`int`, defaults to 64): number of output tokens (the tokenizer's `len(tokenizer)`).
+        d_model (`int`, defaults to 256): width of every layer.
+        encoder_layers (`int`, defaults to 12): number of encoder layers.
+        decoder_layers (`int`, defaults to 6): number of decoder layers.
+        encoder_attention_heads (`int`, defaults to 4): attention heads per encoder layer; must divide `d_model`.
+        decoder_attention_heads (`int`, defaults to 4): attention heads per decoder layer; must divide `d_model`.
+        encoder_ffn_dim (`int`, defaults to 2048): hidden width of the encoder feed-forward blocks.
+        decoder_ffn_dim (`int`, defaults to 2048): hidden width of the decoder feed-forward blocks.
+        activation_function (`str`, defaults to `"relu"`): one of `"relu"`, `"gelu"`, `"silu"`, `"swish"`,
+            `"gelu_new"`.
+        dropout (`float`, defaults to 0.1): dropout on embeddings and residual branches.
+        attention_dropout (`float`, defaults to 0.0): dropout on attention weights.
+        activation_dropout (`float`, defaults to 0.0): dropout inside the feed-forward blocks.
+        num_mel_bins (`int`, defaults to 80): filterbank channels of the input features.
+        subsampling (`str`, defaults to `"conv2d"`): the front end; only `"conv2d"` for now.
+        subsampling_factor (`int`, defaults to 4): time reduction of the front end: 2, 4, 6 or 8.
+        subsampling_channels (`int`, defaults to 256): channels of the subsampling convolutions.
+        subsampling_lstm (`bool`, defaults to `False`): add a bidirectional LSTM after the convolutions, as in the
+            assignment's `SpeechEmbedding`.
+        max_source_positions (`int`, defaults to 3000): most encoder frames (after subsampling) the model accepts:
+            with factor 4 and a 10 ms hop, 2 minutes of audio.
+        max_target_positions (`int`, defaults to 448): most decoder tokens, and the default generation length.
+        pad_token_id (`int`, defaults to 0): `[PAD]`.
+        bos_token_id (`int`, defaults to 3): `[SOS]`.
+        eos_token_id (`int`, defaults to 4): `[EOS]`; ends generation.
+        decoder_start_token_id (`int`, defaults to 3): first decoder input, `[SOS]`.
+        blank_token_id (`int`, defaults to 5): the CTC blank, `[BLANK]`.
+        ctc_weight (`float`, defaults to 0.3): weight of the CTC loss in `(1 - w) * attention + w * ctc`; 0 skips CTC.
+        ctc_loss_reduction (`str`, defaults to `"mean"`): `"mean"` (each utterance's loss divided by its target
+            length, then averaged, as `torch.nn.CTCLoss`) or `"sum"`.
+        ctc_zero_infinity (`bool`, defaults to `True`): zero infinite CTC losses (inputs too short for their
+            targets) and their gradients instead of poisoning the batch.
+        label_smoothing (`float`, defaults to 0.1): label smoothing of the attention cross-entropy.
+        tie_word_embeddings (`bool`, defaults to `True`): share the decoder's token embedding with its output layer.
+        layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
+        init_std (`float`, defaults to 0.02): standard deviation of the normal weight initialisation.
+
+    Example:
+
+    ```python
+    >>> from speechseq import SpeechSeqConfig, SpeechSeqForConditionalGeneration
+    >>> config = SpeechSeqConfig.from_preset("tiny", vocab_size=40)
+    >>> model = SpeechSeqForConditionalGeneration(config)
+    >>> config.d_model
+    64
+    ```
+    """
+
+    model_type = "speechseq"
+    keys_to_ignore_at_inference = ["past_key_values"]
+    attribute_map = {
+        "hidden_size": "d_model",
+        "num_attention_heads": "encoder_attention_heads",
+        "num_hidden_layers": "encoder_layers",
+    }
+
+    def __init__(
+        self,
+        vocab_size=64,
+        d_model=256,
+        encoder_layers=12,
+        decoder_layers=6,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+        activation_function="relu",
+        dropout=0.1,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        num_mel_bins=80,
+        subsampling="conv2d",
+        subsampling_factor=4,
+        subsampling_channels=256,
+        subsampling_lstm=False,
+        max_source_positions=3000,
+        max_target_positions=448,
+        pad_token_id=0,
+        bos_token_id=3,
+        eos_token_id=4,
+        decoder_start_token_id=3,
+        blank_token_id=5,
+        ctc_weight=0.3,
+        ctc_loss_reduction="mean",
+        ctc_zero_infinity=True,
+        label_smoothing=0.1,
+        tie_word_embeddings=True,
+        layer_norm_eps=1e-5,
+        init_std=0.02,
+        is_encoder_decoder=True,
+        use_cache=True,
+        **kwargs,
+    ):
+        self.vocab_size = vocab_size
+        self.d_model = d_model
+        self.encoder_layers = encoder_layers
+        self.decoder_layers = decoder_layers
+        self.encoder_attention_heads = encoder_attention_heads
+        self.decoder_attention_heads = decoder_attention_heads
+        self.encoder_ffn_dim = encoder_ffn_dim
+        self.decoder_ffn_dim = decoder_ffn_dim
+        self.activation_function = activation_function
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.activation_dropout = activation_dropout
+        self.num_mel_bins = num_mel_bins
+        self.subsampling = subsampling
+        self.subsampling_factor = subsampling_factor
+        self.subsampling_channels = subsampling_channels
+        self.subsampling_lstm = subsampling_lstm
+        self.max_source_positions = max_source_positions
+        self.max_target_positions = max_target_positions
+        self.blank_token_id = blank_token_id
+        self.ctc_weight = ctc_weight
+        self.ctc_loss_reduction = ctc_loss_reduction
+        self.ctc_zero_infinity = ctc_zero_infinity
+        self.label_smoothing = label_smoothing
+        self.layer_norm_eps = layer_norm_eps
+        self.init_std = init_std
+        self.use_cache = use_cache
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            decoder_start_token_id=decoder_start_token_id,
+            is_encoder_decoder=is_encoder_decoder,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
+        self._validate()
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "SpeechSeqConfig":
+        """A config of a named shape (`"tiny"` for tests, `"small"` for real training), with any field overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    @property
+    def min_input_frames(self) -> int:
+        """The fewest filterbank frames that survive the subsampling front end (give at least one encoder frame)."""
+        frames = 1
+        for kernel, stride in reversed(SUBSAMPLING_CONVS[self.subsampling_factor]):
+            frames = (frames - 1) * stride + kernel
+        return frames
+
+    def _validate(self):
+        positive_ints = (
+            "vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+            "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "num_mel_bins", "subsampling_channels",
+            "max_source_positions", "max_target_positions",
+        )  # fmt: skip
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("encoder_attention_heads", "decoder_attention_heads"):
+            if self.d_model % getattr(self, name):
+                raise ValueError(f"{name}={getattr(self, name)} must divide d_model={self.d_model}")
+        for name in ("dropout", "attention_dropout", "activation_dropout", "ctc_weight", "label_smoothing"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+        if self.label_smoothing == 1.0 or self.dropout == 1.0:
+            raise ValueError("label_smoothing and dropout must be below 1")
+        if self.activation_function not in _ACTIVATIONS:
+            raise ValueError(f"activation_function must be one of {_ACTIVATIONS}, got {self.activation_function!r}")
+        if self.subsampling != "conv2d":
+            raise ValueError(f"subsampling must be 'conv2d', got {self.subsampling!r}")
+        if self.subsampling_factor not in SUBSAMPLING_CONVS:
+            raise ValueError(f"subsampling_factor must be one of {sorted(SUBSAMPLING_CONVS)}, got {self.subsampling_factor!r}")
+        if self.num_mel_bins < self.min_input_frames:
+            raise ValueError(f"num_mel_bins={self.num_mel_bins} is too few for subsampling_factor={self.subsampling_factor}")
+        if self.ctc_loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}")
+        if not isinstance(self.layer_norm_eps, float) or self.layer_norm_eps <= 0:
+            raise ValueError(f"layer_norm_eps must be a positive float, got {self.layer_norm_eps!r}")
+        if not isinstance(self.init_std, (int, float)) or self.init_std <= 0:
+            raise ValueError(f"init_std must be positive, got {self.init_std!r}")
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "blank_token_id"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value < self.vocab_size:
+                raise ValueError(f"{name}={value!r} must be a token id in [0, vocab_size={self.vocab_size})")

@@ -1,0 +1,67 @@
+"""Shared fixtures: a char tokenizer, tiny models, band-limited test signals and a tiny model trained on them."""
+
+import numpy as np
+import pytest
+import torch
+
+from speechseq import (
+    SpeechSeqConfig,
+    SpeechSeqFeatureExtractor,
+    SpeechSeqForConditionalGeneration,
+    SpeechSeqProcessor,
+    special_token_ids,
+    train_tokenizer,
+)
+
+TRANSCRIPTS = ["hello world", "good bye"]
+
+
+def tone_signal(freqs, seconds=1.0, sampling_rate=16000):
+    """Amplitude-modulated tones, all below 4 kHz so that 8 kHz audio carries the same content."""
+    t = np.arange(int(seconds * sampling_rate)) / sampling_rate
+    x = sum(np.sin(2 * np.pi * f * t) * (0.5 + 0.5 * np.sin(2 * np.pi * (k + 1) * 1.5 * t)) for k, f in enumerate(freqs))
+    return (0.1 * x / len(freqs)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return train_tokenizer(TRANSCRIPTS + ["the quick brown fox jumps over the lazy dog's back"], kind="char")
+
+
+@pytest.fixture(scope="session")
+def processor(tokenizer):
+    return SpeechSeqProcessor(SpeechSeqFeatureExtractor(), tokenizer)
+
+
+def tiny_model(tokenizer, seed=0, **overrides):
+    torch.manual_seed(seed)
+    config = SpeechSeqConfig.from_preset("tiny", **special_token_ids(tokenizer), **overrides)
+    return SpeechSeqForConditionalGeneration(config).eval()
+
+
+@pytest.fixture(scope="session")
+def signals():
+    """Two distinct 1-second test signals, one per entry of TRANSCRIPTS, over a noise floor well above 16-bit
+    quantisation (so a FLAC copy carries the same features)."""
+    noise = np.random.default_rng(0).standard_normal((2, 16000)).astype(np.float32) * 2e-3
+    return [tone_signal([300, 900, 1700]) + noise[0], tone_signal([500, 1200, 2600, 3100]) + noise[1]]
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory, tokenizer, processor, signals):
+    """A tiny model overfit to map each test signal to its transcript, saved with its processor."""
+    model = tiny_model(tokenizer).train()
+    batch = processor(audio=signals, sampling_rate=16000, text=TRANSCRIPTS, return_tensors="pt")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    generated = model.generate(batch["input_features"], attention_mask=batch["attention_mask"])
+    assert processor.batch_decode(generated, skip_special_tokens=True) == TRANSCRIPTS, "the fixture did not train"
+    path = tmp_path_factory.mktemp("trained")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
