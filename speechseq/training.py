@@ -1,0 +1,262 @@
+"""Train a speechseq recogniser with `Seq2SeqTrainer`: the code behind `speechseq-train` and
+`examples/run_speech_recognition_seq2seq.py`.
+
+In the style of transformers' `run_speech_recognition_seq2seq.py`: three argument groups (model, data,
+`Seq2SeqTrainingArguments`), parsed from the command line or one JSON file. It runs as it is on one CPU, and under
+`accelerate launch` on many processes, GPUs or machines (DDP; `--bf16`, `--fp16`, `--gradient_accumulation_steps`).
+
+    speechseq-train --corpus_dir corpus --output_dir model --preset small --tokenizer_kind char \\
+        --per_device_train_batch_size 32 --learning_rate 1e-3 --max_steps 20000 --eval_strategy steps \\
+        --eval_steps 1000 --save_steps 1000 --predict_with_generate --train_sampling_strategy group_by_length
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import transformers
+from datasets import Dataset, load_dataset
+from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from .configuration_speechseq import SpeechSeqConfig
+from .data.collator import SpeechSeqDataCollator
+from .data.loaders import (
+    from_hf_dataset,
+    load_assignment_split,
+    load_audio_folder,
+    load_corpus,
+    load_manifest,
+    prepare_dataset,
+    read_features,
+)
+from .feature_extraction_speechseq import SpeechSeqFeatureExtractor
+from .metrics import load_metric
+from .modeling_speechseq import SpeechSeqForConditionalGeneration
+from .processing_speechseq import SpeechSeqProcessor
+from .tokenization_speechseq import load_tokenizer, special_token_ids, train_tokenizer
+
+__all__ = ["ModelArguments", "DataArguments", "main", "build_processor_and_model", "load_split"]
+
+logger = logging.getLogger("speechseq.training")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A saved speechseq model (and processor) to train further."}
+    )
+    preset: str = field(default="small", metadata={"help": "Config preset for a new model: 'tiny' or 'small'."})
+    config_file: str | None = field(default=None, metadata={"help": "A config JSON for a new model (instead of --preset)."})
+    config_overrides: str | None = field(
+        default=None, metadata={"help": 'JSON of config fields to override, e.g. \'{"d_model": 192, "ctc_weight": 0.5}\'.'}
+    )
+    tokenizer_kind: str = field(default="char", metadata={"help": "Tokenizer to train for a new model: 'char' or 'bpe'."})
+    vocab_size: int | None = field(default=None, metadata={"help": "BPE vocabulary size (1000, 5000, 10000...)."})
+    tokenizer_path: str | None = field(
+        default=None, metadata={"help": "A tokenizer to use instead of training one: a saved directory or a JSON file."}
+    )
+    normalization: str = field(
+        default="utterance", metadata={"help": "Feature normalisation: 'utterance', 'global' (fit on train) or 'none'."}
+    )
+    spec_augment_freq_masks: int = field(default=2, metadata={"help": "SpecAugment frequency masks (training only)."})
+    spec_augment_freq_width: int = field(default=27, metadata={"help": "Widest frequency mask, mel bins."})
+    spec_augment_time_masks: int = field(default=2, metadata={"help": "SpecAugment time masks (training only)."})
+    spec_augment_time_width: int = field(default=40, metadata={"help": "Widest time mask, frames."})
+
+
+@dataclass
+class DataArguments:
+    corpus_dir: str | None = field(default=None, metadata={"help": "A corpus made by build_synthetic_corpus.py."})
+    assignment_root: str | None = field(
+        default=None, metadata={"help": "The assignment's folder of train-clean-100 / dev-clean / test-clean."}
+    )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A `datasets.load_dataset` name or local path (LibriSpeech, say)."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration."})
+    train_manifest: str | None = field(
+        default=None, metadata={"help": "A jsonl/csv/tsv manifest (path, text columns) or an audio folder."}
+    )
+    eval_manifest: str | None = field(default=None, metadata={"help": "The same, for evaluation."})
+    train_split_name: str = field(default="train", metadata={"help": "Training split ('train-clean-100' for the assignment)."})
+    eval_split_name: str = field(default="dev", metadata={"help": "Evaluation split ('dev-clean' for the assignment)."})
+    subset: float = field(default=1.0, metadata={"help": "Fraction of each assignment split to use."})
+    audio_column_name: str = field(default="audio", metadata={"help": "Audio column of a `datasets` dataset."})
+    text_column_name: str = field(default="text", metadata={"help": "Transcript column of a dataset or manifest."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N evaluation rows."})
+    max_duration_in_seconds: float = field(default=20.0, metadata={"help": "Skip longer utterances."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for the data checks."})
+
+    def sources(self) -> list[str]:
+        given = {"corpus_dir": self.corpus_dir, "assignment_root": self.assignment_root,
+                 "dataset_name": self.dataset_name, "train_manifest": self.train_manifest or self.eval_manifest}
+        return [name for name, value in given.items() if value]  # fmt: skip
+
+
+def load_split(data: DataArguments, split: str, manifest: str | None = None) -> Dataset:
+    """One split from whichever source `data` names, in the loaders' common form."""
+    sources = data.sources()
+    if len(sources) != 1:
+        raise ValueError(f"give exactly one data source (--corpus_dir, --assignment_root, --dataset_name or "
+                         f"--train_manifest/--eval_manifest), got {sources or 'none'}")  # fmt: skip
+    if data.corpus_dir:
+        corpus = load_corpus(data.corpus_dir)
+        if split not in corpus:
+            raise ValueError(f"corpus {data.corpus_dir} has no split {split!r} (it has {list(corpus)})")
+        return corpus[split]
+    if data.assignment_root:
+        return load_assignment_split(data.assignment_root, split, data.subset)
+    if data.dataset_name:
+        dataset = load_dataset(data.dataset_name, data.dataset_config_name, split=split)
+        return from_hf_dataset(dataset, data.audio_column_name, data.text_column_name)
+    if manifest is None:
+        raise ValueError(f"no manifest given for the {split} split")
+    if Path(manifest).is_dir():
+        return load_audio_folder(manifest)
+    return load_manifest(manifest, text_column=data.text_column_name)
+
+
+def build_processor_and_model(model_args: ModelArguments, train_texts, train_rows=None):
+    """The processor and model: loaded from `--model_name_or_path`, or new (tokenizer trained on `train_texts`,
+    config from the preset or file, global statistics fitted on `train_rows` when asked for)."""
+    if model_args.model_name_or_path:
+        processor = SpeechSeqProcessor.from_pretrained(model_args.model_name_or_path)
+        model = SpeechSeqForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
+    else:
+        if model_args.tokenizer_path:
+            tokenizer = load_tokenizer(model_args.tokenizer_path)
+        else:
+            tokenizer = train_tokenizer(train_texts, kind=model_args.tokenizer_kind, vocab_size=model_args.vocab_size)
+        overrides = json.loads(model_args.config_overrides) if model_args.config_overrides else {}
+        overrides.update(
+            spec_augment_freq_masks=model_args.spec_augment_freq_masks,
+            spec_augment_freq_width=model_args.spec_augment_freq_width,
+            spec_augment_time_masks=model_args.spec_augment_time_masks,
+            spec_augment_time_width=model_args.spec_augment_time_width,
+        )
+        if model_args.config_file:
+            config = SpeechSeqConfig.from_json_file(model_args.config_file)
+            for key, value in {**overrides, **special_token_ids(tokenizer)}.items():
+                setattr(config, key, value)
+            config._validate()
+        else:
+            config = SpeechSeqConfig.from_preset(model_args.preset, **special_token_ids(tokenizer), **overrides)
+        extractor = SpeechSeqFeatureExtractor(min_frames=config.min_input_frames)
+        if model_args.normalization == "global":
+            extractor.fit_global_stats(**_feature_stream(train_rows))
+        else:
+            extractor.normalization = model_args.normalization
+        processor = SpeechSeqProcessor(extractor, tokenizer)
+        model = SpeechSeqForConditionalGeneration(config)
+    mismatch = {k: (v, getattr(model.config, k)) for k, v in special_token_ids(processor.tokenizer).items()
+                if getattr(model.config, k) != v}  # fmt: skip
+    if mismatch:
+        raise ValueError(f"tokenizer and model disagree (tokenizer, model): {mismatch}")
+    return processor, model
+
+
+def _feature_stream(rows):
+    """Arguments for `fit_global_stats`: each training row's audio or filterbank, read one at a time."""
+    first = rows[0]
+    if first.get("fbank"):
+        return {"input_features": (read_features(row)[1] for row in rows)}
+    return {"raw_speech": (read_features(row)[1] for row in rows), "sampling_rate": 16000}
+
+
+def main(argv=None):
+    parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqTrainingArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(argv[0]))
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(argv)
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
+                        handlers=[logging.StreamHandler(sys.stdout)])  # fmt: skip
+    if training_args.should_log:  # as transformers' examples: "passive" means info on the main process
+        transformers.utils.logging.set_verbosity_info()
+    level = training_args.get_process_log_level()
+    logger.setLevel(level)
+    transformers.utils.logging.set_verbosity(level)
+    logging.getLogger("speechseq").setLevel(level)
+    logger.info("training arguments %s", training_args)
+    set_seed(training_args.seed)
+    # raw audio and text columns reach the collator, which computes features and labels
+    training_args = dataclasses.replace(training_args, remove_unused_columns=False, label_names=["labels"])
+
+    last_checkpoint = None
+    if training_args.do_train and os.path.isdir(training_args.output_dir):
+        last_checkpoint = get_last_checkpoint(training_args.output_dir)
+        if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
+            logger.info("resuming from %s (delete %s to start again)", last_checkpoint, training_args.output_dir)
+
+    train = load_split(data_args, data_args.train_split_name, data_args.train_manifest) if training_args.do_train else None
+    evaluation = None
+    if training_args.do_eval or training_args.eval_strategy != "no":
+        evaluation = load_split(data_args, data_args.eval_split_name, data_args.eval_manifest)
+    if train is not None and data_args.max_train_samples:
+        train = train.select(range(min(data_args.max_train_samples, len(train))))
+    if evaluation is not None and data_args.max_eval_samples:
+        evaluation = evaluation.select(range(min(data_args.max_eval_samples, len(evaluation))))
+
+    if last_checkpoint and not model_args.model_name_or_path:
+        # the processor of a run is saved beside its checkpoints; reuse it rather than train a new tokenizer
+        model_args = dataclasses.replace(model_args, model_name_or_path=last_checkpoint)
+    processor, model = build_processor_and_model(
+        model_args, train["text"] if train is not None else [], train if train is not None else None
+    )
+    max_frames = int(data_args.max_duration_in_seconds * 100)
+    with training_args.main_process_first(desc="checking the data"):
+        if train is not None:
+            train = prepare_dataset(train, processor, model.config.min_input_frames, max_frames,
+                                    num_proc=data_args.preprocessing_num_workers)  # fmt: skip
+        if evaluation is not None:
+            evaluation = prepare_dataset(evaluation, processor, model.config.min_input_frames, max_frames,
+                                         num_proc=data_args.preprocessing_num_workers)  # fmt: skip
+
+    # Seq2SeqTrainer's generation defaults stop at 20 tokens: let transcripts run to the decoder's length.
+    if training_args.generation_max_length is None:
+        training_args = dataclasses.replace(training_args, generation_max_length=model.config.max_target_positions)
+    model.generation_config.max_length = training_args.generation_max_length
+
+    wer, cer = load_metric("wer"), load_metric("cer")
+
+    def compute_metrics(prediction):
+        ids = np.where(prediction.predictions != -100, prediction.predictions, processor.tokenizer.pad_token_id)
+        labels = np.where(prediction.label_ids != -100, prediction.label_ids, processor.tokenizer.pad_token_id)
+        hypotheses = [processor.normalize(t) for t in processor.batch_decode(ids, skip_special_tokens=True)]
+        references = [processor.normalize(t) for t in processor.batch_decode(labels, skip_special_tokens=True)]
+        return {"wer": wer.compute(predictions=hypotheses, references=references),
+                "cer": cer.compute(predictions=hypotheses, references=references)}  # fmt: skip
+
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        data_collator=SpeechSeqDataCollator(processor),
+        processing_class=processor,
+        compute_metrics=compute_metrics if training_args.predict_with_generate else None,
+    )
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint)
+        trainer.save_model()  # the model, and the processor through processing_class
+        metrics = {**result.metrics, "train_samples": len(train)}
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+    if training_args.do_eval:
+        metrics = trainer.evaluate(metric_key_prefix="eval")
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The training program: Seq2SeqTrainer end to end, under accelerate with two processes, bf16 on the CPU, and a
+run killed with SIGKILL that resumes from its last checkpoint."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile
+from transformers import pipeline
+
+from speechseq.training import main
+
+from conftest import TRANSCRIPTS
+
+ARGS = [
+    "--preset", "tiny", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
+    "--learning_rate", "3e-3", "--logging_steps", "5", "--report_to", "none", "--seed", "0",
+    "--spec_augment_freq_masks", "0", "--spec_augment_time_masks", "0", "--dataloader_num_workers", "0",
+]  # fmt: skip
+
+
+@pytest.fixture
+def manifest(tmp_path, signals):
+    """Sixteen rows: each test signal eight times, as an audio manifest."""
+    for i, signal_ in enumerate(signals):
+        soundfile.write(tmp_path / f"utt{i}.wav", signal_, 16000, subtype="FLOAT")
+    lines = [json.dumps({"path": f"utt{i % 2}.wav", "text": TRANSCRIPTS[i % 2]}) for i in range(16)]
+    (tmp_path / "train.jsonl").write_text("\n".join(lines))
+    (tmp_path / "dev.jsonl").write_text("\n".join(lines[:2]))
+    return tmp_path
+
+
+def data_args(manifest):
+    return ["--train_manifest", str(manifest / "train.jsonl"), "--eval_manifest", str(manifest / "dev.jsonl")]
+
+
+def test_training_produces_a_model_the_pipeline_loads(manifest, signals, tmp_path):
+    out = tmp_path / "model"
+    main([*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--do_eval", "--max_steps", "60",
+          "--predict_with_generate", "--eval_strategy", "no", "--save_steps", "1000",
+          "--train_sampling_strategy", "group_by_length", "--length_column_name", "length"])  # fmt: skip
+    metrics = json.loads((out / "eval_results.json").read_text())
+    assert metrics["eval_cer"] == 0.0 and metrics["eval_wer"] == 0.0
+    asr = pipeline("automatic-speech-recognition", model=str(out))
+    assert [asr(s)["text"] for s in signals] == TRANSCRIPTS
+
+
+def run_script(args, env_extra=None, **kwargs):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "examples", "run_speech_recognition_seq2seq.py")
+
+
+def test_accelerate_launch_with_two_cpu_processes(manifest, tmp_path):
+    out = tmp_path / "ddp"
+    # DDP over gloo on the CPU: accelerate's --cpu alone starts one process unless MPI is set up, so launch as for
+    # GPUs (torch.distributed.run) and tell the Trainer to stay on the CPU
+    single = tmp_path / "single"
+    main([*data_args(manifest), *ARGS, "--output_dir", str(single), "--do_train", "--max_steps", "4",
+          "--save_steps", "1000", "--logging_steps", "1"])  # fmt: skip
+    process = run_script([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT,
+                          *data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "4",
+                          "--save_steps", "1000", "--logging_steps", "1", "--use_cpu"])  # fmt: skip
+    log, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, log[-3000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    # 16 rows in batches of 4 on each of 2 processes: 2 steps an epoch, so 4 steps are 2 epochs (1 on one process)
+    assert state["global_step"] == 4 and state["epoch"] == 2.0
+    # the first step sees the same kind of batch in both runs: the logged loss must be on the same scale, not
+    # multiplied by the number of processes
+    first_loss = [next(e["loss"] for e in json.loads((d / "trainer_state.json").read_text())["log_history"])
+                  for d in (single, out)]  # fmt: skip
+    assert abs(first_loss[0] - first_loss[1]) < 0.5
+    assert pipeline("automatic-speech-recognition", model=str(out))
+
+
+def test_bf16_on_the_cpu(manifest, tmp_path):
+    out = tmp_path / "bf16"
+    main([*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "3",
+          "--save_steps", "1000", "--bf16", "--use_cpu", "--logging_steps", "1"])  # fmt: skip
+    state = json.loads((out / "trainer_state.json").read_text())
+    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    assert len(losses) == 3 and all(0 < loss < 100 for loss in losses)
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(manifest, tmp_path):
+    out = tmp_path / "resume"
+    command = [sys.executable, SCRIPT, *data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train",
+               "--max_steps", "40", "--save_steps", "4"]  # fmt: skip
+    process = run_script(command)
+    deadline = time.time() + 300
+    while not (out / "checkpoint-8").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    checkpoints = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    assert checkpoints and max(checkpoints) < 40, "the run finished before it could be killed"
+    resumed = run_script(command)
+    log, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, log[-3000:]
+    assert f"resuming from {out}/checkpoint-" in log
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 40
+
+
+def test_make_submission_writes_sorted_ids_and_transcriptions(trained_dir, signals, tmp_path):
+    from speechseq import SpeechSeqFeatureExtractor
+
+    folder = tmp_path / "test-clean" / "fbank"
+    folder.mkdir(parents=True)
+    extractor = SpeechSeqFeatureExtractor(normalization="none")
+    for name, index in (("2277-149896-0001", 1), ("1089-134686-0000", 0), ("2277-149896-0000", 0)):
+        np.save(folder / f"{name}.npy", extractor(signals[index], sampling_rate=16000)["input_features"][0].T)
+    script = os.path.join(os.path.dirname(SCRIPT), "make_submission.py")
+    output = tmp_path / "submission.csv"
+    result = subprocess.run([sys.executable, script, "--model_dir", str(trained_dir), "--input_dir", str(folder),
+                             "--output", str(output), "--batch_size", "2"], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert output.read_text().splitlines() == [
+        "id,transcription",
+        f"1089-134686-0000,{TRANSCRIPTS[0]}",
+        f"2277-149896-0000,{TRANSCRIPTS[0]}",
+        f"2277-149896-0001,{TRANSCRIPTS[1]}",
+    ]
+
+
+@pytest.mark.parametrize("name", ["multi_gpu", "multi_node", "deepspeed_zero2", "fsdp"])
+def test_accelerate_config_files_load(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = os.path.join(os.path.dirname(SCRIPT), "accelerate", f"{name}.yaml")
+    config = load_config_from_file(path)
+    assert config.num_processes >= 2 and config.mixed_precision == "bf16"
