@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -256,6 +257,15 @@ class SpeechSeqPreTrainedModel(PreTrainedModel):
     # this, the Trainer sees `**kwargs` in forward and multiplies the loss by the number of processes.
     accepts_loss_kwargs = False
 
+    def _init_weights(self, module):
+        if isinstance(module, nn.Conv2d):
+            # The subsampling convolutions feed ReLUs: He initialisation keeps their activations at unit scale, where
+            # transformers' N(0, init_std) default shrinks them ~30x per layer and starves the encoder of audio.
+            init.kaiming_normal_(module.weight, nonlinearity="relu")
+            init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+
     def _get_feat_extract_output_lengths(self, input_lengths: torch.LongTensor) -> torch.LongTensor:
         """Encoder frames for `input_lengths` filterbank frames; exact for every length.
 
@@ -266,7 +276,7 @@ class SpeechSeqPreTrainedModel(PreTrainedModel):
 
 
 class SpeechSeqEncoder(nn.Module):
-    """Subsampling, scaled input plus sinusoidal positions, pre-norm layers, final LayerNorm."""
+    """Subsampling plus sinusoidal positions, pre-norm layers, final LayerNorm."""
 
     def __init__(self, config: SpeechSeqConfig):
         super().__init__()
@@ -307,7 +317,9 @@ class SpeechSeqEncoder(nn.Module):
                 f"input of {input_features.shape[1]} frames gives {T} encoder frames, more than "
                 f"max_source_positions={self.config.max_source_positions}; split the audio into chunks"
             )
-        x = x * math.sqrt(self.config.d_model) + sinusoids(torch.arange(T, device=x.device), x.shape[-1]).to(x.dtype)
+        # No sqrt(d_model) scaling here (unlike token embeddings): He-initialised convolutions already give unit-scale
+        # frames, on a par with the positions (as in Whisper).
+        x = x + sinusoids(torch.arange(T, device=x.device), x.shape[-1]).to(x.dtype)
         x = self.dropout(x)
         mask = None if attention_mask is None else lengths_to_mask(out_lengths, T)[:, None, None, :]
         hidden_states, attentions = [], []
@@ -509,18 +521,48 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         self.ctc_head = nn.Linear(config.d_model, config.vocab_size)
         self.post_init()
 
-    def generate(self, *args, **kwargs):
-        """transformers' `generate`, with the length capped at what the decoder holds (`max_target_positions`): the
-        ASR pipeline asks for 256 new tokens whatever the model. Without a length, the cap is the length."""
-        limit = self.config.max_target_positions
+    def generate(self, input_features=None, attention_mask=None, decoding: str | None = None, **kwargs):
+        """transformers' `generate` for the attention decoder, or CTC greedy decoding with `decoding="ctc"`.
+
+        The length is capped at what the decoder holds (`max_target_positions`): the ASR pipeline asks for 256 new
+        tokens whatever the model. Without a length, the cap is the length. `decoding` may also be set on
+        `generation_config` (`model.generation_config.decoding = "ctc"`), which the pipeline and
+        `Seq2SeqTrainer` then use.
+
+        Returns:
+            `torch.LongTensor` of shape `(batch, tokens)`: `decoder_start_token_id`, the tokens, `eos_token_id`,
+            then padding (as transformers' `generate`).
+        """
         config = kwargs.get("generation_config") or self.generation_config
+        decoding = decoding or getattr(config, "decoding", None) or "attention"
+        if decoding == "ctc":
+            return self._ctc_greedy(input_features, attention_mask)
+        if decoding != "attention":
+            raise ValueError(f"decoding must be 'attention' or 'ctc', got {decoding!r}")
+        limit = self.config.max_target_positions
         max_new_tokens = kwargs.get("max_new_tokens", config.max_new_tokens)
         max_length = kwargs.get("max_length", config.max_length)
         if max_new_tokens is not None:
             kwargs["max_new_tokens"] = min(max_new_tokens, limit - 1)
         else:
             kwargs["max_length"] = limit if max_length is None else min(max_length, limit)
-        return super().generate(*args, **kwargs)
+        return super().generate(input_features, attention_mask=attention_mask, **kwargs)
+
+    @torch.no_grad()
+    def _ctc_greedy(self, input_features, attention_mask=None) -> torch.LongTensor:
+        """Best path of the CTC head: the most likely token per frame, repeats merged, blanks dropped."""
+        encoder_hidden_states = self.model.encoder(input_features, attention_mask).last_hidden_state
+        T = encoder_hidden_states.shape[1]
+        lengths = encoder_lengths(self.config, frame_lengths(input_features, attention_mask))
+        best = self.ctc_head(encoder_hidden_states).argmax(dim=-1)  # (B, frames)
+        keep = (best != self.config.blank_token_id) & lengths_to_mask(lengths, T)
+        keep[:, 1:] &= best[:, 1:] != best[:, :-1]  # a repeat merges with the frame before it
+        sequences = [
+            [self.config.decoder_start_token_id, *row[k].tolist(), self.config.eos_token_id]
+            for row, k in zip(best, keep)
+        ]
+        width = max(map(len, sequences))
+        return torch.tensor([s + [self.config.pad_token_id] * (width - len(s)) for s in sequences], device=best.device)
 
     def get_output_embeddings(self):
         return self.lm_head

@@ -52,6 +52,10 @@ class ModelArguments:
         default=None, metadata={"help": "A saved speechseq model (and processor) to train further."}
     )
     preset: str = field(default="small", metadata={"help": "Config preset for a new model: 'tiny' or 'small'."})
+    architecture: str = field(
+        default="speechseq",
+        metadata={"help": "'speechseq', or 'speech2text': transformers' Speech2Text of the same shape, as a baseline."},
+    )
     config_file: str | None = field(default=None, metadata={"help": "A config JSON for a new model (instead of --preset)."})
     config_overrides: str | None = field(
         default=None, metadata={"help": 'JSON of config fields to override, e.g. \'{"d_model": 192, "ctc_weight": 0.5}\'.'}
@@ -123,9 +127,9 @@ def load_split(data: DataArguments, split: str, manifest: str | None = None) -> 
     return load_manifest(manifest, text_column=data.text_column_name)
 
 
-def build_processor_and_model(model_args: ModelArguments, train_texts, train_rows=None):
+def build_processor_and_model(model_args: ModelArguments, train_texts):
     """The processor and model: loaded from `--model_name_or_path`, or new (tokenizer trained on `train_texts`,
-    config from the preset or file, global statistics fitted on `train_rows` when asked for)."""
+    config from the preset or file). Global statistics are fitted later, on the checked training rows."""
     if model_args.model_name_or_path:
         processor = SpeechSeqProcessor.from_pretrained(model_args.model_name_or_path)
         model = SpeechSeqForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
@@ -148,18 +152,37 @@ def build_processor_and_model(model_args: ModelArguments, train_texts, train_row
             config._validate()
         else:
             config = SpeechSeqConfig.from_preset(model_args.preset, **special_token_ids(tokenizer), **overrides)
-        extractor = SpeechSeqFeatureExtractor(min_frames=config.min_input_frames)
-        if model_args.normalization == "global":
-            extractor.fit_global_stats(**_feature_stream(train_rows))
-        else:
-            extractor.normalization = model_args.normalization
+        normalization = "none" if model_args.normalization == "global" else model_args.normalization
+        extractor = SpeechSeqFeatureExtractor(normalization=normalization, min_frames=config.min_input_frames)
         processor = SpeechSeqProcessor(extractor, tokenizer)
+        if model_args.architecture == "speech2text":
+            return processor, speech2text_baseline(config)
+        if model_args.architecture != "speechseq":
+            raise ValueError(f"--architecture must be 'speechseq' or 'speech2text', got {model_args.architecture!r}")
         model = SpeechSeqForConditionalGeneration(config)
-    mismatch = {k: (v, getattr(model.config, k)) for k, v in special_token_ids(processor.tokenizer).items()
-                if getattr(model.config, k) != v}  # fmt: skip
+    mismatch = {k: (v, getattr(model.config, k, None)) for k, v in special_token_ids(processor.tokenizer).items()
+                if getattr(model.config, k, None) != v}  # fmt: skip
     if mismatch:
         raise ValueError(f"tokenizer and model disagree (tokenizer, model): {mismatch}")
     return processor, model
+
+
+def speech2text_baseline(config: SpeechSeqConfig):
+    """transformers' `Speech2TextForConditionalGeneration` matched to `config`: width, layers, heads, feed-forward
+    sizes, vocabulary and special tokens (its own conv1d front end, 4x; plain cross-entropy, no CTC). Its input
+    features are ours: the same Kaldi filterbanks as its own extractor's."""
+    from transformers import Speech2TextConfig, Speech2TextForConditionalGeneration
+
+    baseline = Speech2TextConfig(
+        vocab_size=config.vocab_size, d_model=config.d_model, encoder_layers=config.encoder_layers,
+        decoder_layers=config.decoder_layers, encoder_attention_heads=config.encoder_attention_heads,
+        decoder_attention_heads=config.decoder_attention_heads, encoder_ffn_dim=config.encoder_ffn_dim,
+        decoder_ffn_dim=config.decoder_ffn_dim, dropout=config.dropout, activation_function=config.activation_function,
+        pad_token_id=config.pad_token_id, bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+        decoder_start_token_id=config.decoder_start_token_id, input_feat_per_channel=config.num_mel_bins,
+        max_target_positions=config.max_target_positions, conv_channels=config.subsampling_channels * 4,
+    )  # fmt: skip
+    return Speech2TextForConditionalGeneration(baseline)
 
 
 def _feature_stream(rows):
@@ -209,17 +232,19 @@ def main(argv=None):
     if last_checkpoint and not model_args.model_name_or_path:
         # the processor of a run is saved beside its checkpoints; reuse it rather than train a new tokenizer
         model_args = dataclasses.replace(model_args, model_name_or_path=last_checkpoint)
-    processor, model = build_processor_and_model(
-        model_args, train["text"] if train is not None else [], train if train is not None else None
-    )
+    processor, model = build_processor_and_model(model_args, train["text"] if train is not None else [])
     max_frames = int(data_args.max_duration_in_seconds * 100)
     with training_args.main_process_first(desc="checking the data"):
         if train is not None:
-            train = prepare_dataset(train, processor, model.config.min_input_frames, max_frames,
+            train = prepare_dataset(train, processor, processor.feature_extractor.min_frames, max_frames,
                                     num_proc=data_args.preprocessing_num_workers)  # fmt: skip
         if evaluation is not None:
-            evaluation = prepare_dataset(evaluation, processor, model.config.min_input_frames, max_frames,
+            evaluation = prepare_dataset(evaluation, processor, processor.feature_extractor.min_frames, max_frames,
                                          num_proc=data_args.preprocessing_num_workers)  # fmt: skip
+    if model_args.normalization == "global" and not model_args.model_name_or_path:
+        if train is None:
+            raise ValueError("--normalization global fits its statistics on the training split: add --do_train")
+        processor.feature_extractor.fit_global_stats(**_feature_stream(train))
 
     # Seq2SeqTrainer's generation defaults stop at 20 tokens: let transcripts run to the decoder's length.
     if training_args.generation_max_length is None:

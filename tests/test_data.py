@@ -24,21 +24,6 @@ from speechseq.modeling_speechseq import spec_augment
 from conftest import TRANSCRIPTS, tiny_model
 
 
-@pytest.fixture
-def assignment_root(tmp_path, signals):
-    """The assignment's layout for two utterances per split; test-clean without text."""
-    extractor = SpeechSeqFeatureExtractor(normalization="none")
-    for split in ("train-clean-100", "dev-clean", "test-clean"):
-        (tmp_path / split / "fbank").mkdir(parents=True)
-        for i, (signal, text) in enumerate(zip(signals, TRANSCRIPTS)):
-            features = extractor(signal, sampling_rate=16000, padding=False)["input_features"][0].T
-            np.save(tmp_path / split / "fbank" / f"{i:04d}.npy", features)
-            if split != "test-clean":
-                (tmp_path / split / "text").mkdir(exist_ok=True)
-                np.save(tmp_path / split / "text" / f"{i:04d}.npy", np.array(["<sos>", *text.upper(), "<eos>"]))
-    return tmp_path
-
-
 def test_assignment_layout_with_and_without_text(assignment_root):
     train = load_assignment_split(assignment_root, "train-clean-100")
     assert train["id"] == ["0000", "0001"]

@@ -195,3 +195,22 @@ def test_gradient_checkpointing_gives_the_same_gradients(tokenizer):
         model(features, attention_mask=mask, labels=labels).loss.backward()
         grads.append(model.model.encoder.layers[0].self_attn.q_proj.weight.grad)
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_ctc_greedy_decoding_merges_repeats_and_drops_blanks(tokenizer):
+    model = tiny_model(tokenizer, seed=2)
+    features, mask, _ = batch(len(tokenizer))
+    generated = model.generate(features, attention_mask=mask, decoding="ctc")
+    with torch.no_grad():
+        out = model(features, attention_mask=mask, decoder_input_ids=torch.full((2, 1), 3))
+    for i in range(2):
+        path = out.ctc_logits[i, : out.encoder_output_lengths[i]].argmax(-1).tolist()
+        expected = [t for j, t in enumerate(path) if t != 5 and (j == 0 or t != path[j - 1])]
+        row = generated[i].tolist()
+        assert row[0] == 3 and row[len(expected) + 1] == 4
+        assert row[1 : len(expected) + 1] == expected
+        assert all(t == 0 for t in row[len(expected) + 2 :])
+    model.generation_config.decoding = "ctc"
+    assert torch.equal(model.generate(features, attention_mask=mask), generated)
+    with pytest.raises(ValueError, match="decoding must be"):
+        model.generate(features, decoding="rnnt")

@@ -85,3 +85,8 @@ def test_remote_code_loads_without_speechseq(trained_dir, signals, processor, tm
     assert out["ids"] == model.generate(**batch).tolist()
     assert processor.batch_decode(out["ids"], skip_special_tokens=True) == [TRANSCRIPTS[1]]
     assert out["pipeline"] == TRANSCRIPTS[1]
+
+
+def test_pipeline_passes_ctc_decoding_through(trained_dir, signals):
+    asr = pipeline("automatic-speech-recognition", model=str(trained_dir))
+    assert [asr(s, generate_kwargs={"decoding": "ctc"})["text"] for s in signals] == TRANSCRIPTS

@@ -13,6 +13,7 @@ import pytest
 import soundfile
 from transformers import pipeline
 
+from speechseq import SpeechSeqFeatureExtractor
 from speechseq.training import main
 
 from conftest import TRANSCRIPTS
@@ -111,8 +112,6 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(manifest, tmp_path):
 
 
 def test_make_submission_writes_sorted_ids_and_transcriptions(trained_dir, signals, tmp_path):
-    from speechseq import SpeechSeqFeatureExtractor
-
     folder = tmp_path / "test-clean" / "fbank"
     folder.mkdir(parents=True)
     extractor = SpeechSeqFeatureExtractor(normalization="none")
@@ -138,3 +137,15 @@ def test_accelerate_config_files_load(name):
     path = os.path.join(os.path.dirname(SCRIPT), "accelerate", f"{name}.yaml")
     config = load_config_from_file(path)
     assert config.num_processes >= 2 and config.mixed_precision == "bf16"
+
+
+def test_global_statistics_from_the_assignment_layout(assignment_root, tmp_path):
+    out = tmp_path / "global"
+    main(["--assignment_root", str(assignment_root), "--train_split_name", "train-clean-100", *ARGS,
+          "--output_dir", str(out), "--do_train", "--max_steps", "2", "--save_steps", "1000",
+          "--normalization", "global", "--tokenizer_kind", "char"])  # fmt: skip
+    frames = np.concatenate([np.load(p).T for p in sorted((assignment_root / "train-clean-100" / "fbank").iterdir())])
+    extractor = SpeechSeqFeatureExtractor.from_pretrained(out)
+    assert extractor.normalization == "global"
+    np.testing.assert_allclose(extractor.global_mean, frames.astype(np.float64).mean(0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(extractor.global_std, frames.astype(np.float64).std(0), rtol=1e-5, atol=1e-4)
