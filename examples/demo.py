@@ -7,7 +7,7 @@
 3. decodes `test_seen` and `test_unseen` greedily (the attention decoder, and the CTC head), transcribes three test
    files through `pipeline("automatic-speech-recognition")`, prints a table and writes `<output_dir>/results.json`.
 
-    python examples/demo.py --output_dir demo [--hours 2] [--max_steps 3600]
+    python examples/demo.py --output_dir demo [--hours 2] [--max_steps 2600]
 """
 
 import argparse
@@ -50,7 +50,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", default="demo")
     parser.add_argument("--hours", type=float, default=2.0, help="training audio of the corpus")
-    parser.add_argument("--max_steps", type=int, default=3600)
+    parser.add_argument("--max_steps", type=int, default=2600)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.time()
@@ -70,7 +70,7 @@ def main():
         "--learning_rate", "3e-3", "--warmup_steps", "200", "--lr_scheduler_type", "cosine", "--weight_decay", "0.01",
         "--save_steps", "400", "--save_total_limit", "1", "--logging_steps", "50", "--report_to", "tensorboard",
         "--train_sampling_strategy", "group_by_length", "--length_column_name", "length",
-        "--dataloader_num_workers", "1", "--seed", "0",
+        "--dataloader_num_workers", "1", "--dataloader_persistent_workers", "--seed", "0",
     ])  # fmt: skip
     train_wall = time.time() - train_start
 
@@ -78,7 +78,7 @@ def main():
     processor = SpeechSeqProcessor.from_pretrained(model_dir)
     results = {}
     for split in ("test_seen", "test_unseen"):
-        references = corpus[split]["text"]
+        references = list(corpus[split]["text"])
         for decoding in ("attention", "ctc"):
             hypotheses = decode(model, processor, corpus[split], decoding)
             results[f"cer_{split}_{decoding}"] = jiwer.cer(references, hypotheses)

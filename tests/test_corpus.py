@@ -38,7 +38,7 @@ def test_splits_sentences_and_voices(corpus_dir):
     assert list(corpus) == ["train", "dev", "test_seen", "test_unseen"]
     assert [len(corpus[s]) for s in ("dev", "test_seen", "test_unseen")] == [3, 3, 3]
     assert 2 <= len(corpus["train"]) <= 10
-    texts = {split: set(ds["text"]) for split, ds in corpus.items()}
+    texts = {split: set(list(ds["text"])) for split, ds in corpus.items()}
     for a in texts:
         for b in texts:
             assert a == b or not texts[a] & texts[b], f"{a} and {b} share sentences"
@@ -72,7 +72,8 @@ def test_the_same_seed_builds_the_same_corpus(corpus_dir, tmp_path):
     a = build_corpus(corpus_dir, hours=0.005, eval_utterances=3, seed=1, sentences=SENTENCES + MORE)
     b = build_corpus(tmp_path / "again", hours=0.005, eval_utterances=3, seed=1, sentences=SENTENCES + MORE)
     for split in a:
-        assert a[split]["text"] == b[split]["text"] and a[split]["voice"] == b[split]["voice"]
+        assert list(a[split]["text"]) == list(b[split]["text"])
+        assert list(a[split]["voice"]) == list(b[split]["voice"])
         for x, y in zip(a[split], b[split]):
             if x["engine"] != "piper":  # piper samples its noise without a seed; espeak-ng and flite repeat exactly
                 assert x["audio"]["bytes"] == y["audio"]["bytes"]
@@ -103,3 +104,14 @@ def test_debian_text_sources_are_clean_and_normalised():
     # initials do not end sentences ("Robert H. Goddard"), attributions are dropped ('" - H. L. Mencken')
     assert any("robert h goddard launched" in s for s in fortunes)
     assert any(s.endswith("it will also make better soup") for s in fortunes)
+
+
+def test_without_debian_text_the_standard_library_docstrings_stand_in(monkeypatch, tmp_path, caplog):
+    import speechseq.data.text_sources as text_sources
+
+    monkeypatch.setattr(text_sources, "FORTUNES_DIR", tmp_path / "none")
+    monkeypatch.setattr(text_sources.fortune_sentences, "__defaults__", (tmp_path / "none",))
+    monkeypatch.setattr(text_sources.wordnet_examples, "__defaults__", (tmp_path / "none",))
+    sentences = text_sources.corpus_sentences()
+    assert len(sentences) > 2000 and "docstrings" in caplog.text
+    assert all(set(s) <= set("abcdefghijklmnopqrstuvwxyz' ") for s in sentences)

@@ -93,15 +93,34 @@ def bible_verses():
                 yield kept
 
 
-def corpus_sentences(bible: bool = False) -> list[str]:
-    """Every usable sentence of the installed sources, normalised, deduplicated, in a fixed order.
+def docstring_sentences():
+    """Prose from the docstrings of Python's standard library: the text source of last resort, always installed
+    (technical English; used only where Debian's fortunes and WordNet cannot be installed)."""
+    import importlib.util
+    import sys
 
-    Raises:
-        ValueError: when no source is installed (apt-get install fortunes wordnet-base).
-    """
+    for name in sorted(sys.stdlib_module_names):
+        if name.startswith("_") or name in ("antigravity", "this"):
+            continue
+        spec = importlib.util.find_spec(name)  # finds the file without importing the module
+        path = (spec.origin if spec else None) or ""
+        if not path.endswith(".py"):
+            continue
+        source = Path(path).read_text(encoding="utf-8", errors="ignore")
+        for block in re.findall(r'"""(.*?)"""', source, re.S):
+            for sentence in _sentences(block):
+                if (kept := _keep(sentence)) is not None:
+                    yield kept
+
+
+def corpus_sentences(bible: bool = False) -> list[str]:
+    """Every usable sentence of the installed sources, normalised, deduplicated, in a fixed order: Debian's
+    fortunes and WordNet examples (and the KJV with `bible`), or, where those are not installed, the standard
+    library's docstrings (with a warning)."""
     sources = [fortune_sentences(), wordnet_examples()] + ([bible_verses()] if bible else [])
     sentences = list(dict.fromkeys(s for source in sources for s in source))
     if not sentences:
-        raise ValueError(f"no sentences found: install Debian's fortunes and wordnet-base ({FORTUNES_DIR}, "
-                         f"{WORDNET_DIR})")  # fmt: skip
+        logger.warning("Debian's fortunes and wordnet-base are not installed (%s, %s): the corpus text comes from "
+                       "Python's docstrings instead", FORTUNES_DIR, WORDNET_DIR)  # fmt: skip
+        sentences = list(dict.fromkeys(docstring_sentences()))
     return sentences
