@@ -3,7 +3,7 @@
 Both are trained by the same program (`speechseq-train`, `--architecture speechseq|speech2text`) on the same corpus
 with the same flags for the same number of steps, one after the other, each in its own process. Reported: audio-
 seconds of training data per wall-second, peak resident memory of the process, parameters, and dev CER after the
-steps (greedy decoding of 100 dev utterances).
+steps (greedy decoding of 50 dev utterances).
 
     python bench/training_throughput.py --corpus_dir corpus [--steps 100] [--preset small]
 """
@@ -33,9 +33,9 @@ def run(architecture: str, args, output_dir: Path) -> dict:
         "--architecture", architecture, "--preset", args.preset, "--do_train", "--do_eval", "--predict_with_generate",
         "--max_steps", str(args.steps), "--per_device_train_batch_size", str(args.batch_size),
         "--per_device_eval_batch_size", "16", "--learning_rate", "1e-3", "--warmup_steps", str(args.steps // 10),
-        "--max_eval_samples", "100", "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none",
+        "--max_eval_samples", "50", "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none",
         "--logging_steps", "10", "--seed", "0", "--train_sampling_strategy", "group_by_length",
-        "--length_column_name", "length", "--dataloader_num_workers", "1", "--generation_max_length", "200",
+        "--length_column_name", "length", "--dataloader_num_workers", "1", "--generation_max_length", "120",
     ]  # fmt: skip
     start = time.time()
     process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL)

@@ -22,7 +22,6 @@ import numpy as np
 import transformers
 from datasets import Dataset, load_dataset
 from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from .configuration_speechseq import SpeechSeqConfig
 from .data.collator import SpeechSeqDataCollator
@@ -169,7 +168,8 @@ def build_processor_and_model(model_args: ModelArguments, train_texts):
 
 def speech2text_baseline(config: SpeechSeqConfig):
     """transformers' `Speech2TextForConditionalGeneration` matched to `config`: width, layers, heads, feed-forward
-    sizes, vocabulary and special tokens (its own conv1d front end, 4x; plain cross-entropy, no CTC). Its input
+    sizes, vocabulary and special tokens (its own conv1d front end, 4x, at its default 1024 channels as in the
+    published s2t-small; plain cross-entropy, no CTC). Its input
     features are ours: the same Kaldi filterbanks as its own extractor's."""
     from transformers import Speech2TextConfig, Speech2TextForConditionalGeneration
 
@@ -180,9 +180,23 @@ def speech2text_baseline(config: SpeechSeqConfig):
         decoder_ffn_dim=config.decoder_ffn_dim, dropout=config.dropout, activation_function=config.activation_function,
         pad_token_id=config.pad_token_id, bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
         decoder_start_token_id=config.decoder_start_token_id, input_feat_per_channel=config.num_mel_bins,
-        max_target_positions=config.max_target_positions, conv_channels=config.subsampling_channels * 4,
+        max_target_positions=config.max_target_positions,
     )  # fmt: skip
     return Speech2TextForConditionalGeneration(baseline)
+
+
+def last_complete_checkpoint(output_dir) -> str | None:
+    """The newest checkpoint written to the end. transformers writes `trainer_state.json` last, and a run killed
+    while saving leaves a partial checkpoint behind, which `get_last_checkpoint` would pick and resuming would fail
+    on."""
+    checkpoints = [p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    for path in sorted(checkpoints, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return str(path)
+        except (OSError, ValueError):
+            logger.warning("skipping %s: it was only partly written (the run stopped while saving)", path)
+    return None
 
 
 def _feature_stream(rows):
@@ -216,7 +230,7 @@ def main(argv=None):
 
     last_checkpoint = None
     if training_args.do_train and os.path.isdir(training_args.output_dir):
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
+        last_checkpoint = last_complete_checkpoint(training_args.output_dir)
         if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
             logger.info("resuming from %s (delete %s to start again)", last_checkpoint, training_args.output_dir)
 

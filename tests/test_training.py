@@ -111,6 +111,20 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(manifest, tmp_path):
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 40
 
 
+def test_resuming_skips_a_checkpoint_the_kill_left_half_written(manifest, tmp_path):
+    from speechseq.training import last_complete_checkpoint
+
+    out = tmp_path / "partial"
+    main([*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "8",
+          "--save_steps", "4"])  # fmt: skip
+    (out / "checkpoint-8" / "trainer_state.json").unlink()  # killed before the state was written
+    (out / "checkpoint-12").mkdir()  # killed right after the folder was made
+    assert last_complete_checkpoint(out) == str(out / "checkpoint-4")
+    main([*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "12",
+          "--save_steps", "4"])  # fmt: skip
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 12
+
+
 def test_make_submission_writes_sorted_ids_and_transcriptions(trained_dir, signals, tmp_path):
     folder = tmp_path / "test-clean" / "fbank"
     folder.mkdir(parents=True)
@@ -149,3 +163,13 @@ def test_global_statistics_from_the_assignment_layout(assignment_root, tmp_path)
     assert extractor.normalization == "global"
     np.testing.assert_allclose(extractor.global_mean, frames.astype(np.float64).mean(0), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(extractor.global_std, frames.astype(np.float64).std(0), rtol=1e-5, atol=1e-4)
+
+
+def test_metric_modules_load_by_path_offline():
+    from speechseq.metrics import load_metric
+
+    wer, cer = load_metric("wer"), load_metric("cer")
+    assert wer.compute(predictions=["hello word", "a b"], references=["hello world", "a b c"]) == 2 / 5
+    assert cer.compute(predictions=["abc"], references=["abd"]) == 1 / 3
+    with pytest.raises(ValueError, match="unknown metric"):
+        load_metric("bleu")
