@@ -533,6 +533,8 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
             `torch.LongTensor` of shape `(batch, tokens)`: `decoder_start_token_id`, the tokens, `eos_token_id`,
             then padding (as transformers' `generate`).
         """
+        if input_features is None:  # transformers' own name for the main input, as in `generate(inputs=features)`
+            input_features = kwargs.pop("inputs", None)
         config = kwargs.get("generation_config") or self.generation_config
         decoding = decoding or getattr(config, "decoding", None) or "attention"
         if decoding == "ctc":

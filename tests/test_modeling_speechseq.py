@@ -134,6 +134,8 @@ def test_greedy_generate_equals_an_argmax_loop(tokenizer):
                 tokens.append(int(logits[0, -1].argmax()))
             expected = tokens + [0] * (generated.shape[1] - len(tokens))  # finished rows are padded
             assert generated[i].tolist() == expected
+    as_inputs = model.generate(inputs=features, attention_mask=mask, max_new_tokens=12)  # transformers' own keyword
+    assert torch.equal(as_inputs, generated)
 
 
 def test_hf_beam_search_scores_match_a_rescoring(tokenizer):
