@@ -6,14 +6,22 @@ Importing the package registers its classes with the Auto classes and the ASR pi
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
+    AutoModelForCausalLM,
     AutoModelForSpeechSeq2Seq,
     AutoProcessor,
 )
 
 from .audio import load_audio
-from .configuration_speechseq import PRESETS, SpeechSeqConfig
+from .configuration_speechseq import LM_PRESETS, PRESETS, SpeechSeqConfig, SpeechSeqLMConfig
 from .feature_extraction_speechseq import SpeechSeqFeatureExtractor
-from .modeling_speechseq import SpeechSeqForConditionalGeneration, SpeechSeqModel, SpeechSeqPreTrainedModel
+from .generation_speechseq import BeamSearchOptions, ctc_prefix_beam_search
+from .modeling_speechseq import (
+    SpeechSeqForCausalLM,
+    SpeechSeqForConditionalGeneration,
+    SpeechSeqGenerateOutput,
+    SpeechSeqModel,
+    SpeechSeqPreTrainedModel,
+)
 from .pipelines import SpeechSeqASRPipeline, register_pipeline
 from .processing_speechseq import SpeechSeqProcessor
 from .tokenization_speechseq import (
@@ -27,15 +35,21 @@ from .tokenization_speechseq import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BeamSearchOptions",
+    "LM_PRESETS",
     "PRESETS",
     "SPECIAL_TOKENS",
     "SpeechSeqASRPipeline",
     "SpeechSeqConfig",
     "SpeechSeqFeatureExtractor",
+    "SpeechSeqForCausalLM",
     "SpeechSeqForConditionalGeneration",
+    "SpeechSeqGenerateOutput",
+    "SpeechSeqLMConfig",
     "SpeechSeqModel",
     "SpeechSeqPreTrainedModel",
     "SpeechSeqProcessor",
+    "ctc_prefix_beam_search",
     "load_audio",
     "load_tokenizer",
     "normalize_text",
@@ -45,6 +59,8 @@ __all__ = [
 
 AutoConfig.register(SpeechSeqConfig.model_type, SpeechSeqConfig, exist_ok=True)
 AutoModelForSpeechSeq2Seq.register(SpeechSeqConfig, SpeechSeqForConditionalGeneration, exist_ok=True)
+AutoConfig.register(SpeechSeqLMConfig.model_type, SpeechSeqLMConfig, exist_ok=True)
+AutoModelForCausalLM.register(SpeechSeqLMConfig, SpeechSeqForCausalLM, exist_ok=True)
 AutoFeatureExtractor.register(SpeechSeqConfig, SpeechSeqFeatureExtractor, exist_ok=True)
 AutoProcessor.register(SpeechSeqConfig, SpeechSeqProcessor, exist_ok=True)
 register_pipeline()
@@ -53,5 +69,7 @@ register_pipeline()
 # model and processor with trust_remote_code=True.
 SpeechSeqConfig.register_for_auto_class()
 SpeechSeqForConditionalGeneration.register_for_auto_class("AutoModelForSpeechSeq2Seq")
+SpeechSeqLMConfig.register_for_auto_class()
+SpeechSeqForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 SpeechSeqFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 SpeechSeqProcessor.register_for_auto_class("AutoProcessor")

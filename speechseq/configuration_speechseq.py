@@ -2,7 +2,7 @@
 
 from transformers import PretrainedConfig
 
-__all__ = ["SpeechSeqConfig", "PRESETS"]
+__all__ = ["SpeechSeqConfig", "SpeechSeqLMConfig", "PRESETS", "LM_PRESETS"]
 
 # Kernel and stride of each 2-D convolution of the subsampling front end, by time-reduction factor.
 # Strided convolutions without padding, as ESPnet's Conv2dSubsampling{,6,8}: an output frame only ever sees real
@@ -40,6 +40,12 @@ PRESETS = {
         subsampling_channels=64,  # 256 made the front end cost as much as the 12 encoder layers on a CPU
         dropout=0.1,
     ),
+}
+
+# Language models for `SpeechSeqLMConfig.from_preset`: the decoders of the ASR presets, standing alone.
+LM_PRESETS = {
+    "tiny": dict(d_model=64, decoder_layers=2, decoder_attention_heads=4, decoder_ffn_dim=128, dropout=0.0),
+    "small": dict(d_model=256, decoder_layers=6, decoder_attention_heads=4, decoder_ffn_dim=1024, dropout=0.1),
 }
 
 _ACTIVATIONS = ("relu", "gelu", "silu", "swish", "gelu_new")
@@ -212,31 +218,20 @@ class SpeechSeqConfig(PretrainedConfig):
         return frames
 
     def _validate(self):
-        positive_ints = (
+        _require_positive_ints(self, (
             "vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
             "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "num_mel_bins", "subsampling_channels",
             "max_source_positions", "max_target_positions",
-        )  # fmt: skip
-        for name in positive_ints:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        ))  # fmt: skip
         for name in ("spec_augment_freq_masks", "spec_augment_freq_width", "spec_augment_time_masks",
                      "spec_augment_time_width"):  # fmt: skip
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        for name in ("encoder_attention_heads", "decoder_attention_heads"):
-            if self.d_model % getattr(self, name):
-                raise ValueError(f"{name}={getattr(self, name)} must divide d_model={self.d_model}")
-        for name in ("dropout", "attention_dropout", "activation_dropout", "ctc_weight", "label_smoothing"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+        _require_heads_divide(self, ("encoder_attention_heads", "decoder_attention_heads"))
+        _require_fractions(self, ("dropout", "attention_dropout", "activation_dropout", "ctc_weight", "label_smoothing"))
         if self.label_smoothing == 1.0 or self.dropout == 1.0:
             raise ValueError("label_smoothing and dropout must be below 1")
-        if self.activation_function not in _ACTIVATIONS:
-            raise ValueError(f"activation_function must be one of {_ACTIVATIONS}, got {self.activation_function!r}")
         if self.subsampling != "conv2d":
             raise ValueError(f"subsampling must be 'conv2d', got {self.subsampling!r}")
         if self.subsampling_factor not in SUBSAMPLING_CONVS:
@@ -245,11 +240,143 @@ class SpeechSeqConfig(PretrainedConfig):
             raise ValueError(f"num_mel_bins={self.num_mel_bins} is too few for subsampling_factor={self.subsampling_factor}")
         if self.ctc_loss_reduction not in ("mean", "sum"):
             raise ValueError(f"ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}")
-        if not isinstance(self.layer_norm_eps, float) or self.layer_norm_eps <= 0:
-            raise ValueError(f"layer_norm_eps must be a positive float, got {self.layer_norm_eps!r}")
-        if not isinstance(self.init_std, (int, float)) or self.init_std <= 0:
-            raise ValueError(f"init_std must be positive, got {self.init_std!r}")
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "blank_token_id"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or not 0 <= value < self.vocab_size:
-                raise ValueError(f"{name}={value!r} must be a token id in [0, vocab_size={self.vocab_size})")
+        _require_common(self)
+        _require_token_ids(self, ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "blank_token_id"))
+
+
+class SpeechSeqLMConfig(PretrainedConfig):
+    r"""
+    Configuration of a [`SpeechSeqForCausalLM`]: a decoder-only pre-norm Transformer language model built from the
+    ASR decoder's layers (without cross-attention), for shallow fusion in beam search and to initialise the ASR
+    decoder. Field names are the ASR decoder's (as transformers' Speech2Text2 / TrOCR causal LMs), so weights map
+    one to one.
+
+    Args:
+        vocab_size (`int`, defaults to 64): number of tokens; must equal the ASR model's to fuse with it.
+        d_model (`int`, defaults to 256): width of every layer.
+        decoder_layers (`int`, defaults to 6): number of layers.
+        decoder_attention_heads (`int`, defaults to 4): attention heads per layer; must divide `d_model`.
+        decoder_ffn_dim (`int`, defaults to 1024): hidden width of the feed-forward blocks.
+        activation_function (`str`, defaults to `"relu"`): as in [`SpeechSeqConfig`].
+        dropout (`float`, defaults to 0.1): dropout on embeddings and residual branches.
+        attention_dropout (`float`, defaults to 0.0): dropout on attention weights.
+        activation_dropout (`float`, defaults to 0.0): dropout inside the feed-forward blocks.
+        max_target_positions (`int`, defaults to 448): longest token sequence.
+        pad_token_id (`int`, defaults to 0), bos_token_id (`int`, defaults to 3), eos_token_id (`int`, defaults to 4):
+            `[PAD]`, `[SOS]` (first input, as the ASR decoder's start token) and `[EOS]`.
+        tie_word_embeddings (`bool`, defaults to `True`): share the token embedding with the output layer.
+        layer_norm_eps (`float`, defaults to 1e-5), init_std (`float`, defaults to 0.02): as in [`SpeechSeqConfig`].
+
+    Example:
+
+    ```python
+    >>> from speechseq import SpeechSeqLMConfig, SpeechSeqForCausalLM
+    >>> config = SpeechSeqLMConfig.from_preset("tiny", vocab_size=40)
+    >>> SpeechSeqForCausalLM(config).config.decoder_layers
+    2
+    ```
+    """
+
+    model_type = "speechseq_lm"
+    keys_to_ignore_at_inference = ["past_key_values"]
+    attribute_map = {
+        "hidden_size": "d_model",
+        "num_attention_heads": "decoder_attention_heads",
+        "num_hidden_layers": "decoder_layers",
+    }
+
+    def __init__(
+        self,
+        vocab_size=64,
+        d_model=256,
+        decoder_layers=6,
+        decoder_attention_heads=4,
+        decoder_ffn_dim=1024,
+        activation_function="relu",
+        dropout=0.1,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        max_target_positions=448,
+        pad_token_id=0,
+        bos_token_id=3,
+        eos_token_id=4,
+        tie_word_embeddings=True,
+        layer_norm_eps=1e-5,
+        init_std=0.02,
+        use_cache=True,
+        **kwargs,
+    ):
+        self.vocab_size = vocab_size
+        self.d_model = d_model
+        self.decoder_layers = decoder_layers
+        self.decoder_attention_heads = decoder_attention_heads
+        self.decoder_ffn_dim = decoder_ffn_dim
+        self.activation_function = activation_function
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.activation_dropout = activation_dropout
+        self.max_target_positions = max_target_positions
+        self.layer_norm_eps = layer_norm_eps
+        self.init_std = init_std
+        self.use_cache = use_cache
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
+        self._validate()
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "SpeechSeqLMConfig":
+        """A config of a named shape (`"tiny"`, or `"small"`: the `small` ASR decoder's shape), any field overridden."""
+        if name not in LM_PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(LM_PRESETS)}")
+        return cls(**{**LM_PRESETS[name], **overrides})
+
+    def _validate(self):
+        _require_positive_ints(self, ("vocab_size", "d_model", "decoder_layers", "decoder_attention_heads",
+                                      "decoder_ffn_dim", "max_target_positions"))  # fmt: skip
+        _require_heads_divide(self, ("decoder_attention_heads",))
+        _require_fractions(self, ("dropout", "attention_dropout", "activation_dropout"))
+        if self.dropout == 1.0:
+            raise ValueError("dropout must be below 1")
+        _require_common(self)
+        _require_token_ids(self, ("pad_token_id", "bos_token_id", "eos_token_id"))
+
+
+def _require_positive_ints(config, names):
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _require_heads_divide(config, names):
+    for name in names:
+        if config.d_model % getattr(config, name):
+            raise ValueError(f"{name}={getattr(config, name)} must divide d_model={config.d_model}")
+
+
+def _require_fractions(config, names):
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+
+
+def _require_common(config):
+    if config.activation_function not in _ACTIVATIONS:
+        raise ValueError(f"activation_function must be one of {_ACTIVATIONS}, got {config.activation_function!r}")
+    if not isinstance(config.layer_norm_eps, float) or config.layer_norm_eps <= 0:
+        raise ValueError(f"layer_norm_eps must be a positive float, got {config.layer_norm_eps!r}")
+    if not isinstance(config.init_std, (int, float)) or config.init_std <= 0:
+        raise ValueError(f"init_std must be positive, got {config.init_std!r}")
+
+
+def _require_token_ids(config, names):
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or not 0 <= value < config.vocab_size:
+            raise ValueError(f"{name}={value!r} must be a token id in [0, vocab_size={config.vocab_size})")

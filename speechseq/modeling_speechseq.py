@@ -6,23 +6,42 @@ log-probabilities.
 """
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPastAndCrossAttentions, Seq2SeqLMOutput
-from transformers.modeling_outputs import Seq2SeqModelOutput
+from transformers.generation.utils import GenerateBeamEncoderDecoderOutput
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPastAndCrossAttentions
+from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutput, Seq2SeqModelOutput
 from transformers.models.auto.modeling_auto import MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES
 
-from .configuration_speechseq import SUBSAMPLING_CONVS, SpeechSeqConfig
+from .configuration_speechseq import SUBSAMPLING_CONVS, SpeechSeqConfig, SpeechSeqLMConfig
+from .generation_speechseq import (
+    BeamSearchOptions,
+    CTCPrefixScorer,
+    DecoderScorer,
+    LengthBonus,
+    LMScorer,
+    beam_search,
+    check_fusion_lm,
+    ctc_prefix_beam_search,
+)
 
-__all__ = ["SpeechSeqPreTrainedModel", "SpeechSeqModel", "SpeechSeqForConditionalGeneration", "SpeechSeqOutput"]
+__all__ = [
+    "SpeechSeqPreTrainedModel",
+    "SpeechSeqModel",
+    "SpeechSeqForConditionalGeneration",
+    "SpeechSeqForCausalLM",
+    "SpeechSeqOutput",
+    "SpeechSeqGenerateOutput",
+]
 
 
 @dataclass
@@ -41,6 +60,19 @@ class SpeechSeqOutput(Seq2SeqLMOutput):
     ctc_loss: torch.FloatTensor | None = None
     ctc_logits: torch.FloatTensor | None = None
     encoder_output_lengths: torch.LongTensor | None = None
+
+
+@dataclass
+class SpeechSeqGenerateOutput(GenerateBeamEncoderDecoderOutput):
+    r"""
+    What `generate(..., return_dict_in_generate=True)` returns from speechseq's own searches: transformers' beam
+    output (`sequences`, `sequences_scores`) and each scorer's share.
+
+    scorer_scores (`dict[str, torch.FloatTensor]`, *optional*): for each scorer (`"decoder"`, `"ctc"`, `"lm"`,
+        `"length_bonus"`), its unweighted total score of each returned sequence, shape `(batch * num_return_sequences,)`.
+    """
+
+    scorer_scores: dict[str, torch.FloatTensor] | None = None
 
 
 def sinusoids(positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -148,8 +180,9 @@ class SpeechSeqAttention(nn.Module):
         q = self._heads(self.q_proj(x))
         if key_value_states is None:  # self-attention: append this step's keys and values to the cache
             k, v = self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
-            if past_key_values is not None:
-                k, v = past_key_values.self_attention_cache.update(k, v, self.layer_idx)
+            if past_key_values is not None:  # an EncoderDecoderCache, or the language model's DynamicCache
+                cache = getattr(past_key_values, "self_attention_cache", past_key_values)
+                k, v = cache.update(k, v, self.layer_idx)
         elif past_key_values is not None and past_key_values.is_updated.get(self.layer_idx):
             # cross-attention: the encoder's keys and values are projected once per utterance, then reused
             layer = past_key_values.cross_attention_cache.layers[self.layer_idx]
@@ -367,7 +400,8 @@ class SpeechSeqDecoder(nn.Module):
             attention_mask (`torch.Tensor` of shape `(batch, past + tokens)`, *optional*): 1 on real tokens.
             encoder_hidden_states (`torch.FloatTensor` of shape `(batch, frames, d_model)`, *optional*).
             encoder_attention_mask (`torch.BoolTensor` of shape `(batch, frames)`, *optional*): True on real frames.
-            past_key_values (`EncoderDecoderCache`, *optional*): updated in place.
+            past_key_values (`EncoderDecoderCache`, or `DynamicCache` without cross-attention, *optional*): updated
+                in place.
         """
         past = past_key_values.get_seq_length() if past_key_values is not None else 0
         T = input_ids.shape[1]
@@ -491,6 +525,17 @@ class SpeechSeqModel(SpeechSeqPreTrainedModel):
         return output if return_dict is not False else output.to_tuple()
 
 
+# generate()'s search options and their defaults when neither the call nor generation_config sets them.
+_SEARCH_DEFAULTS = {
+    "num_beams": 1, "num_return_sequences": 1, "ctc_weight": 0.0, "lm_weight": 0.0, "length_bonus": 0.0,
+    "length_penalty": 1.0, "early_stopping": False, "temperature": 1.0, "repetition_penalty": 1.0,
+}  # fmt: skip
+# What transformers' callers pass to generate() that speechseq's searches do not need: Seq2SeqTrainer's
+# prediction_step adds `labels` and `synced_gpus`; the ASR pipeline and users may ask for cache and sampling settings.
+_IGNORED_GENERATE_KWARGS = {"labels", "synced_gpus", "use_cache", "do_sample", "output_scores", "output_attentions",
+                            "output_hidden_states"}  # fmt: skip
+
+
 class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixin):
     r"""
     The speechseq ASR model: [`SpeechSeqModel`], an output layer tied to the token embedding, and a CTC head on the
@@ -519,52 +564,195 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         self.model = SpeechSeqModel(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.ctc_head = nn.Linear(config.d_model, config.vocab_size)
+        self._loaded_lms = {}  # fusion language models given to generate() by directory, loaded once
         self.post_init()
+        # A generation config marked as derived from the model config loses every field transformers does not know
+        # when it is loaded again: ours (ctc_weight, lm_weight, decoding...) must survive save_pretrained.
+        self.generation_config._from_model_config = False
 
-    def generate(self, input_features=None, attention_mask=None, decoding: str | None = None, **kwargs):
-        """transformers' `generate` for the attention decoder, or CTC greedy decoding with `decoding="ctc"`.
+    def generate(
+        self,
+        input_features: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        generation_config: GenerationConfig | None = None,
+        decoding: str | None = None,
+        lm=None,
+        **kwargs,
+    ):
+        r"""
+        Transcribe: greedy or beam search with the attention decoder, fused with CTC prefix scores and an external
+        language model; or the CTC head alone.
 
-        The length is capped at what the decoder holds (`max_target_positions`): the ASR pipeline asks for 256 new
-        tokens whatever the model. Without a length, the cap is the length. `decoding` may also be set on
-        `generation_config` (`model.generation_config.decoding = "ctc"`), which the pipeline and
-        `Seq2SeqTrainer` then use.
+        Every option may also be set on `generation_config` (`model.generation_config.ctc_weight = 0.3`, saved with
+        the model), which `pipeline("automatic-speech-recognition")` and `Seq2SeqTrainer(predict_with_generate=True)`
+        then use; keyword arguments win.
+
+        Args:
+            input_features (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`): also accepted as `inputs`.
+            attention_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*): 1 on real frames.
+            decoding (`str`, *optional*, defaults to `"attention"`): `"attention"` (the decoder, with the scorers
+                below) or `"ctc"` (the CTC head alone: best path with one beam, prefix beam search with more).
+            num_beams (`int`, defaults to 1): one beam with the decoder alone is transformers' greedy search; anything
+                else is speechseq's beam search.
+            ctc_weight (`float`, defaults to 0): weight of the CTC prefix score; the decoder gets `1 - ctc_weight`.
+            lm (`PreTrainedModel` or `str`, *optional*): the fusion language model, or its directory; any
+                `AutoModelForCausalLM` with the ASR model's vocabulary and special tokens.
+            lm_weight (`float`, defaults to 0): weight of the language model's log-probabilities.
+            length_bonus (`float`, defaults to 0): score added per token.
+            num_return_sequences, length_penalty, early_stopping, temperature, repetition_penalty, max_new_tokens,
+                max_length, return_dict_in_generate: transformers' meanings (see `BeamSearchOptions`). The length
+                is capped at `max_target_positions - 1` new tokens (the pipeline asks for 256 whatever the model)
+                and at one token per encoder frame plus `[EOS]` (per utterance in beam search).
 
         Returns:
-            `torch.LongTensor` of shape `(batch, tokens)`: `decoder_start_token_id`, the tokens, `eos_token_id`,
-            then padding (as transformers' `generate`).
+            `torch.LongTensor` of shape `(batch * num_return_sequences, tokens)`: `decoder_start_token_id`, the tokens,
+            `eos_token_id`, then padding (as transformers' `generate`); or, with `return_dict_in_generate=True` in
+            speechseq's searches, a [`SpeechSeqGenerateOutput`] with `sequences_scores` and `scorer_scores`.
+
+        Example:
+
+        ```python
+        >>> import torch
+        >>> from speechseq import SpeechSeqConfig, SpeechSeqForConditionalGeneration
+        >>> model = SpeechSeqForConditionalGeneration(SpeechSeqConfig.from_preset("tiny", vocab_size=40)).eval()
+        >>> features = torch.randn(2, 100, 80)
+        >>> out = model.generate(features, num_beams=4, ctc_weight=0.3, max_new_tokens=8, return_dict_in_generate=True)
+        >>> sorted(out.scorer_scores)
+        ['ctc', 'decoder']
+        ```
         """
         if input_features is None:  # transformers' own name for the main input, as in `generate(inputs=features)`
             input_features = kwargs.pop("inputs", None)
-        config = kwargs.get("generation_config") or self.generation_config
-        decoding = decoding or getattr(config, "decoding", None) or "attention"
-        if decoding == "ctc":
-            return self._ctc_greedy(input_features, attention_mask)
-        if decoding != "attention":
+        config = generation_config or self.generation_config
+
+        def setting(name, default):
+            value = kwargs.pop(name, None)
+            value = getattr(config, name, None) if value is None else value
+            return default if value is None else value
+
+        decoding = decoding or setting("decoding", "attention")
+        options = {name: setting(name, default) for name, default in _SEARCH_DEFAULTS.items()}
+        lm = lm if lm is not None else setting("lm", None)
+        return_dict = setting("return_dict_in_generate", False)
+        # One token per encoder frame at most (CTC's bound, and a stop for a decoder that loops), plus [EOS].
+        most = int(encoder_lengths(self.config, frame_lengths(input_features, attention_mask)).max()) + 1
+        max_new_tokens = min(self._max_new_tokens(kwargs, config), most)
+        if decoding not in ("attention", "ctc"):
             raise ValueError(f"decoding must be 'attention' or 'ctc', got {decoding!r}")
-        limit = self.config.max_target_positions
-        max_new_tokens = kwargs.get("max_new_tokens", config.max_new_tokens)
-        max_length = kwargs.get("max_length", config.max_length)
-        if max_new_tokens is not None:
-            kwargs["max_new_tokens"] = min(max_new_tokens, limit - 1)
+        if options["lm_weight"] and lm is None:
+            raise ValueError("lm_weight > 0 needs a language model: pass lm=<model or directory>")
+
+        fused = options["ctc_weight"] or options["lm_weight"] or options["length_bonus"]
+        if decoding == "attention" and options["num_beams"] == 1 and not fused:
+            # transformers' greedy search: the fast path (and every one of its own options)
+            kwargs.pop("max_length", None)
+            for name in ("num_return_sequences", "length_penalty", "early_stopping", "temperature", "repetition_penalty"):
+                kwargs[name] = options[name]
+            return super().generate(
+                input_features, attention_mask=attention_mask, generation_config=generation_config,
+                max_new_tokens=max_new_tokens, return_dict_in_generate=return_dict, **kwargs,
+            )  # fmt: skip
+
+        unknown = set(kwargs) - _IGNORED_GENERATE_KWARGS
+        if unknown:
+            raise ValueError(f"generate() got options speechseq's search does not use: {sorted(unknown)}")
+        if kwargs.get("do_sample"):
+            raise ValueError("speechseq's beam search does not sample: do_sample must be False")
+        search = BeamSearchOptions(max_new_tokens=max_new_tokens, **options)
+        if decoding == "ctc":
+            output = self._ctc_search(input_features, attention_mask, search)
         else:
-            kwargs["max_length"] = limit if max_length is None else min(max_length, limit)
-        return super().generate(input_features, attention_mask=attention_mask, **kwargs)
+            output = self._joint_search(input_features, attention_mask, search, self._fusion_lm(lm, search.lm_weight))
+        return output if return_dict else output.sequences
+
+    def _max_new_tokens(self, kwargs: dict, config: GenerationConfig) -> int:
+        """New tokens to allow: `max_new_tokens`, else `max_length - 1`, else all; never past the decoder's length."""
+        limit = self.config.max_target_positions - 1
+        max_new_tokens = kwargs.pop("max_new_tokens", None) or config.max_new_tokens
+        max_length = kwargs.pop("max_length", None) or config.max_length
+        if max_new_tokens is None:
+            max_new_tokens = max_length - 1 if max_length else limit
+        return max(1, min(max_new_tokens, limit))
+
+    def _fusion_lm(self, lm, lm_weight: float):
+        """The language model to fuse (loaded once per directory), checked against this model's tokens."""
+        if lm is None or lm_weight == 0:
+            return None
+        if isinstance(lm, (str, os.PathLike)):
+            key = str(lm)
+            if key not in self._loaded_lms:
+                self._loaded_lms[key] = AutoModelForCausalLM.from_pretrained(key)
+            lm = self._loaded_lms[key]
+        check_fusion_lm(lm, self.config)
+        return lm.to(self.device).eval()
+
+    def encode(self, input_features, attention_mask=None) -> tuple[torch.Tensor, torch.LongTensor]:
+        """(batch, frames, mel) features -> the encoder's (batch, encoder_frames, d_model) output and real lengths."""
+        encoder_hidden_states = self.model.encoder(input_features, attention_mask).last_hidden_state
+        return encoder_hidden_states, encoder_lengths(self.config, frame_lengths(input_features, attention_mask))
+
+    def decoder_step(self, input_ids, encoder_hidden_states, encoder_attention_mask, past_key_values) -> torch.Tensor:
+        """Next-token logits `(rows, vocab)` after `input_ids` (only the new tokens when `past_key_values`, updated in
+        place, holds the earlier ones): the cached decoder step that beam search scorers call."""
+        hidden = self.model.decoder(
+            input_ids, encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values,
+        ).last_hidden_state  # fmt: skip
+        return self.lm_head(hidden[:, -1])
 
     @torch.no_grad()
-    def _ctc_greedy(self, input_features, attention_mask=None) -> torch.LongTensor:
-        """Best path of the CTC head: the most likely token per frame, repeats merged, blanks dropped."""
-        encoder_hidden_states = self.model.encoder(input_features, attention_mask).last_hidden_state
+    def _joint_search(self, input_features, attention_mask, options: BeamSearchOptions, lm) -> SpeechSeqGenerateOutput:
+        encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
         T = encoder_hidden_states.shape[1]
-        lengths = encoder_lengths(self.config, frame_lengths(input_features, attention_mask))
-        best = self.ctc_head(encoder_hidden_states).argmax(dim=-1)  # (B, frames)
-        keep = (best != self.config.blank_token_id) & lengths_to_mask(lengths, T)
-        keep[:, 1:] &= best[:, 1:] != best[:, :-1]  # a repeat merges with the frame before it
-        sequences = [
-            [self.config.decoder_start_token_id, *row[k].tolist(), self.config.eos_token_id]
-            for row, k in zip(best, keep)
-        ]
+        encoder_mask = None if attention_mask is None else lengths_to_mask(lengths, T)
+        c = self.config
+        scorers = {"decoder": DecoderScorer(self, encoder_hidden_states, encoder_mask, options.temperature,
+                                            options.repetition_penalty)}  # fmt: skip
+        weights = {"decoder": 1.0 - options.ctc_weight, "ctc": options.ctc_weight, "lm": options.lm_weight,
+                   "length_bonus": options.length_bonus}  # fmt: skip
+        if options.ctc_weight:
+            scorers["ctc"] = CTCPrefixScorer(self.ctc_log_probs(encoder_hidden_states), lengths, c.blank_token_id,
+                                             c.eos_token_id, (c.pad_token_id, c.decoder_start_token_id))  # fmt: skip
+        if lm is not None:
+            scorers["lm"] = LMScorer(lm)
+        if options.length_bonus:
+            scorers["length_bonus"] = LengthBonus(c.vocab_size)
+        # CTC gives every token a frame of its own: no transcript is longer than the encoder's frames (plus [EOS]).
+        limits = (lengths + 1).clamp(max=options.max_new_tokens)
+        output = beam_search(
+            scorers, weights, len(lengths), limits, options,
+            c.decoder_start_token_id, c.eos_token_id, c.pad_token_id, c.vocab_size, encoder_hidden_states.device,
+        )  # fmt: skip
+        return SpeechSeqGenerateOutput(
+            sequences=output.sequences, sequences_scores=output.sequences_scores, scorer_scores=output.scorer_scores
+        )
+
+    @torch.no_grad()
+    def _ctc_search(self, input_features, attention_mask, options: BeamSearchOptions) -> SpeechSeqGenerateOutput:
+        """The CTC head alone: the best path (one beam; repeats merged, blanks dropped) or prefix beam search."""
+        encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
+        log_probs = self.ctc_log_probs(encoder_hidden_states)
+        c = self.config
+        if options.num_beams == 1:
+            best = log_probs.argmax(dim=-1)  # (B, frames)
+            keep = (best != c.blank_token_id) & lengths_to_mask(lengths, best.shape[1])
+            keep[:, 1:] &= best[:, 1:] != best[:, :-1]  # a repeat merges with the frame before it
+            labels = [row[k].tolist() for row, k in zip(best, keep)]
+            scores = [None] * len(labels)
+        else:
+            excluded = (c.pad_token_id, c.decoder_start_token_id, c.eos_token_id)
+            nbest, nbest_scores = ctc_prefix_beam_search(log_probs, lengths, options.num_beams, c.blank_token_id,
+                                                         excluded, options.num_return_sequences)  # fmt: skip
+            labels = [y for hypotheses in nbest for y in hypotheses]
+            scores = [score for hypotheses in nbest_scores for score in hypotheses]
+        sequences = [[c.decoder_start_token_id, *y[: options.max_new_tokens - 1], c.eos_token_id] for y in labels]
         width = max(map(len, sequences))
-        return torch.tensor([s + [self.config.pad_token_id] * (width - len(s)) for s in sequences], device=best.device)
+        padded = [y + [c.pad_token_id] * (width - len(y)) for y in sequences]
+        sequences_scores = None if scores[0] is None else torch.tensor(scores, device=log_probs.device)
+        return SpeechSeqGenerateOutput(
+            sequences=torch.tensor(padded, device=log_probs.device), sequences_scores=sequences_scores,
+            scorer_scores=None if sequences_scores is None else {"ctc": sequences_scores},
+        )  # fmt: skip
 
     def get_output_embeddings(self):
         return self.lm_head
@@ -672,6 +860,99 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
                 reduction=self.config.ctc_loss_reduction,
                 zero_infinity=self.config.ctc_zero_infinity,
             )
+
+
+class SpeechSeqForCausalLM(PreTrainedModel, GenerationMixin):
+    r"""
+    The speechseq language model: the ASR decoder's layers without cross-attention, as a decoder-only pre-norm
+    Transformer over the ASR model's tokens; the fusion LM of `SpeechSeqForConditionalGeneration.generate(lm=...)`.
+    Sequences start with `[SOS]` (the ASR decoder's start token) and end with `[EOS]`.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from speechseq import SpeechSeqLMConfig, SpeechSeqForCausalLM
+    >>> lm = SpeechSeqForCausalLM(SpeechSeqLMConfig.from_preset("tiny", vocab_size=40)).eval()
+    >>> ids = torch.tensor([[3, 7, 8, 4]])  # [SOS] two tokens [EOS]
+    >>> out = lm(ids, labels=ids)
+    >>> out.logits.shape, out.loss.dim()
+    (torch.Size([1, 4, 40]), 0)
+    ```
+    """
+
+    config_class = SpeechSeqLMConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SpeechSeqDecoderLayer"]
+    _supports_sdpa = True
+    accepts_loss_kwargs = False  # the loss is a mean over the batch's tokens
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: SpeechSeqLMConfig):
+        super().__init__(config)
+        self.model = SpeechSeqDecoder(config, cross_attention=False)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: DynamicCache | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, tokens)`): only the new tokens when `past_key_values`
+                holds the earlier ones.
+            attention_mask (`torch.Tensor` of shape `(batch, past + tokens)`, *optional*): 1 on real tokens.
+            labels (`torch.LongTensor` of shape `(batch, tokens)`, *optional*): usually `input_ids` with -100 on
+                padding; shifted inside, as transformers' causal LMs: position t predicts label t + 1.
+        """
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache()
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values if use_cache else None,
+            output_attentions=bool(output_attentions),
+            output_hidden_states=bool(output_hidden_states),
+        )
+        logits = self.lm_head(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+            )
+        output = CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict is not False else output.to_tuple()
 
 
 # transformers' ASR pipeline takes its seq2seq path only for classes listed here (registering with

@@ -1,0 +1,108 @@
+"""Decoding speed and accuracy: greedy, speechseq's beam search with and without CTC and LM fusion, and
+transformers' built-in beam search on the same model, in one run.
+
+    python bench/decoding.py --model_dir demo/model --corpus_dir demo/corpus --lm demo/lm [--split test_unseen]
+
+Methods (`bench/results/decoding.json`, a list of {"method", "rtf", "cer", "wer", ...}):
+  greedy         generate() with one beam: transformers' greedy search
+  beam10         speechseq's beam search, the decoder alone
+  beam10_ctc     + CTC prefix scores
+  beam10_ctc_lm  + CTC prefix scores + the language model
+  hf_beam10      transformers' GenerationMixin.generate(num_beams=10) on the same model
+The real-time factor is decoding seconds (encoder included, features not) over seconds of audio. Every method gets
+the same length limit (one token per encoder frame, plus the end token) and transformers' default length
+normalisation (length_penalty=1); the fused ones use the weights in the model's generation_config when
+examples/tune_decoding.py saved them, else --ctc_weight / --lm_weight / --length_bonus.
+"""
+
+import argparse
+import functools
+import json
+import logging
+import os
+import platform
+from pathlib import Path
+
+import torch
+from transformers import GenerationMixin
+
+from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
+from speechseq.data import load_corpus
+from speechseq.evaluation import error_rates, transcribe
+
+logger = logging.getLogger("bench.decoding")
+
+
+def builtin_beam_search(model, input_features, attention_mask=None, **kwargs):
+    """transformers' own generate(), bypassing speechseq's override, with speechseq's length limit."""
+    most = int(model._get_feat_extract_output_lengths(attention_mask.sum(-1)).max()) + 1
+    return GenerationMixin.generate(model, input_features, attention_mask=attention_mask, max_new_tokens=most, **kwargs)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model_dir", required=True)
+    parser.add_argument("--corpus_dir", required=True)
+    parser.add_argument("--lm", help="a language model directory (examples/run_lm.py); without it, no LM row")
+    parser.add_argument("--split", default="test_unseen")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--num_beams", type=int, default=10)
+    parser.add_argument("--ctc_weight", type=float, default=None)
+    parser.add_argument("--lm_weight", type=float, default=None)
+    parser.add_argument("--length_bonus", type=float, default=None)
+    parser.add_argument("--max_utterances", type=int, default=None)
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "decoding.json"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    model = SpeechSeqForConditionalGeneration.from_pretrained(args.model_dir).eval()
+    processor = SpeechSeqProcessor.from_pretrained(args.model_dir)
+    dataset = load_corpus(args.corpus_dir)[args.split]
+    if args.max_utterances:
+        dataset = dataset.select(range(min(args.max_utterances, len(dataset))))
+    references = list(dataset["text"])
+    audio_seconds = sum(dataset["duration"])
+
+    tuned = model.generation_config
+    ctc = {"ctc_weight": args.ctc_weight if args.ctc_weight is not None else getattr(tuned, "ctc_weight", 0.3)}
+    lm = {"lm": args.lm, "lm_weight": args.lm_weight if args.lm_weight is not None else getattr(tuned, "lm_weight", 0.3)}
+    bonus = args.length_bonus if args.length_bonus is not None else getattr(tuned, "length_bonus", 0.0)
+    beam = {"num_beams": args.num_beams, "length_penalty": 1.0, "length_bonus": 0.0}
+    methods = {
+        "greedy": dict(num_beams=1, ctc_weight=0.0, lm_weight=0.0, length_bonus=0.0),
+        f"beam{args.num_beams}": dict(beam, ctc_weight=0.0, lm_weight=0.0),
+        f"beam{args.num_beams}_ctc": dict(beam, **ctc, lm_weight=0.0, length_bonus=bonus),
+    }
+    if args.lm:
+        methods[f"beam{args.num_beams}_ctc_lm"] = dict(beam, **ctc, **lm, length_bonus=bonus)
+    methods[f"hf_beam{args.num_beams}"] = dict(num_beams=args.num_beams, length_penalty=1.0)
+
+    records = []
+    for method, options in methods.items():
+        generate = functools.partial(builtin_beam_search, model) if method.startswith("hf_") else None
+        hypotheses, seconds = transcribe(model, processor, dataset, args.batch_size, generate=generate, **options)
+        rates = error_rates(references, hypotheses)
+        record = {"method": method, "rtf": seconds / audio_seconds, **rates, "decode_s": seconds,
+                  "options": {k: v for k, v in options.items() if k != "lm"}}  # fmt: skip
+        logger.info("%-16s rtf %.4f  cer %.2f%%  wer %.2f%%", method, record["rtf"], 100 * rates["cer"], 100 * rates["wer"])
+        records.append(record)
+
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}  # fmt: skip
+    for record in records:
+        record.update(split=args.split, utterances=len(dataset), audio_s=audio_seconds, batch_size=args.batch_size,
+                      machine=machine)  # fmt: skip
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(records, indent=2) + "\n")
+    greedy, ours, theirs = records[0], records[1], records[-1]
+    logger.info("beam%d / transformers' beam%d time: %.2f (target <= 0.8)", args.num_beams, args.num_beams,
+                ours["decode_s"] / theirs["decode_s"])  # fmt: skip
+    if args.lm:
+        fused = records[3]
+        logger.info("beam+ctc+lm / greedy time: %.2f (target <= 3); WER %.1f%% -> %.1f%% (%.0f%% relative, target "
+                    ">= 15%%)", fused["decode_s"] / greedy["decode_s"], 100 * greedy["wer"], 100 * fused["wer"],
+                    100 * (1 - fused["wer"] / greedy["wer"]))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

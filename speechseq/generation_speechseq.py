@@ -1,0 +1,533 @@
+"""Beam search for speechseq: joint CTC/attention decoding with shallow fusion of a language model.
+
+The search knows nothing of layers (as Whisper's `decoding.py` and ESPnet's `beam_search.py`). It drives *scorers*
+that share one interface, and ranks hypotheses by the weighted sum of their scores:
+
+    score(y) = (1 - ctc_weight) log p_att(y|x) + ctc_weight log p_ctc(y|x) + lm_weight log p_lm(y) + length_bonus |y|
+
+(Watanabe et al., 2017, "Hybrid CTC/attention architecture for end-to-end speech recognition"; Kannan et al., 2018,
+"An analysis of incorporating an external language model into a sequence-to-sequence model"). A new fusion method is
+a new scorer, never a new copy of the search loop.
+
+Everything is batched over rows = utterances x beams. The hypotheses' bookkeeping follows transformers' own beam
+search (`GenerationMixin._beam_search`), so that with the decoder alone the two return the same sequences and scores.
+
+One flat module, not a package: `save_pretrained` copies a model's code for `trust_remote_code` by following
+`from .module import` lines to sibling files only.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+__all__ = [
+    "BeamSearchOptions",
+    "BeamSearchOutput",
+    "Scorer",
+    "PartialScorer",
+    "DecoderScorer",
+    "CTCPrefixScorer",
+    "LMScorer",
+    "LengthBonus",
+    "beam_search",
+    "ctc_prefix_beam_search",
+    "check_fusion_lm",
+]
+
+NEG_INF = float("-inf")
+# transformers marks impossible beams with -1e9 rather than -inf, so that sums stay finite and comparable.
+_FINISHED = -1.0e9
+
+
+@dataclass(frozen=True)
+class BeamSearchOptions:
+    """What the search does; `SpeechSeqForConditionalGeneration.generate` fills it from its keyword arguments and the
+    model's `generation_config` (same names where transformers has the option)."""
+
+    num_beams: int = 10  # hypotheses kept per utterance
+    num_return_sequences: int = 1  # n-best list per utterance, at most num_beams
+    ctc_weight: float = 0.0  # weight of the CTC prefix score; the attention decoder gets 1 - ctc_weight
+    lm_weight: float = 0.0  # weight of the external language model's log-probabilities (shallow fusion)
+    length_bonus: float = 0.0  # added per emitted token (the end token included): counters the bias to short outputs
+    length_penalty: float = 1.0  # finished scores are divided by length ** length_penalty (transformers' meaning)
+    early_stopping: bool | str = False  # transformers' meaning: True, False (its heuristic) or "never"
+    temperature: float = 1.0  # the decoder's logits are divided by it before the softmax
+    repetition_penalty: float = 1.0  # on the decoder's log-probs of tokens already in the hypothesis (transformers')
+    max_new_tokens: int = 447  # longest output; each utterance is also capped at its number of encoder frames
+    pre_beam_ratio: float = 1.5  # partial scorers (CTC) score only the best pre_beam_ratio * num_beams tokens
+
+    def __post_init__(self):
+        _verify_options(self)
+
+    @property
+    def pre_beam_size(self) -> int:
+        return int(self.pre_beam_ratio * self.num_beams)
+
+
+def _verify_options(options: BeamSearchOptions):
+    if not isinstance(options.num_beams, int) or options.num_beams < 1:
+        raise ValueError(f"num_beams must be a positive integer, got {options.num_beams!r}")
+    if not 1 <= options.num_return_sequences <= options.num_beams:
+        raise ValueError(
+            f"num_return_sequences must be between 1 and num_beams={options.num_beams}, "
+            f"got {options.num_return_sequences!r}"
+        )
+    if not 0.0 <= options.ctc_weight <= 1.0:
+        raise ValueError(f"ctc_weight must be in [0, 1], got {options.ctc_weight!r}")
+    if options.lm_weight < 0:
+        raise ValueError(f"lm_weight must be >= 0, got {options.lm_weight!r}")
+    if options.temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {options.temperature!r}")
+    if options.repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty must be > 0, got {options.repetition_penalty!r}")
+    if options.early_stopping not in (True, False, "never"):
+        raise ValueError(f"early_stopping must be True, False or 'never', got {options.early_stopping!r}")
+    if not isinstance(options.max_new_tokens, int) or options.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {options.max_new_tokens!r}")
+    if options.pre_beam_ratio < 1.0:
+        raise ValueError(f"pre_beam_ratio must be >= 1, got {options.pre_beam_ratio!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Scorers
+
+
+class Scorer:
+    """A source of next-token scores, batched over rows (utterance x beam).
+
+    `init_state(utterances)` makes the state of rows holding the empty hypothesis of the given utterances;
+    `score(tokens, state)` gives (rows, vocab) log-scores of every next token and the state after reading `tokens`;
+    `select_state(state, rows, tokens)` keeps the rows the search chose (in that order) after they appended `tokens`.
+    """
+
+    # True for a scorer that gives every token the same score: it cannot pick the pre-beam of the partial scorers.
+    constant = False
+
+    def init_state(self, utterances: torch.LongTensor):
+        return None
+
+    def score(self, tokens: torch.LongTensor, state) -> tuple[torch.Tensor, object]:
+        raise NotImplementedError
+
+    def select_state(self, state, rows: torch.LongTensor, tokens: torch.LongTensor):
+        return state
+
+
+class PartialScorer(Scorer):
+    """A scorer too costly for the whole vocabulary: `score_partial` scores only the (rows, P) `candidates` that the
+    full scorers pre-selected, returning (rows, P) log-scores and the state for each candidate."""
+
+    def score_partial(self, tokens: torch.LongTensor, candidates: torch.LongTensor, state) -> tuple[torch.Tensor, object]:
+        raise NotImplementedError
+
+
+@dataclass
+class _DecoderState:
+    utterances: torch.LongTensor  # (rows,) utterance of each row
+    cache: EncoderDecoderCache
+    encoder_hidden_states: torch.Tensor  # (rows, frames, d_model)
+    encoder_mask: torch.Tensor | None  # (rows, frames) bool; None without padding
+
+
+class DecoderScorer(Scorer):
+    """log p_att(token | hypothesis, audio) from the model's attention decoder, with its key/value cache.
+
+    `model` exposes `decoder_step(input_ids, encoder_hidden_states, encoder_attention_mask, past_key_values)`
+    returning the last position's logits.
+    """
+
+    def __init__(self, model, encoder_hidden_states, encoder_mask, temperature=1.0, repetition_penalty=1.0):
+        self.model, self.temperature, self.repetition_penalty = model, temperature, repetition_penalty
+        self.encoder_hidden_states, self.encoder_mask = encoder_hidden_states, encoder_mask
+
+    def init_state(self, utterances):
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        return _DecoderState(utterances, cache, self.encoder_hidden_states[utterances], _rows(self.encoder_mask, utterances))
+
+    def score(self, tokens, state):
+        # Only the newest token goes in: the cache holds the others (and the encoder's projected keys and values).
+        step = tokens if state.cache.get_seq_length() == 0 else tokens[:, -1:]
+        logits = self.model.decoder_step(step, state.encoder_hidden_states, state.encoder_mask, state.cache)
+        log_probs = (logits.float() / self.temperature).log_softmax(dim=-1)
+        if self.repetition_penalty != 1.0:  # as transformers' RepetitionPenaltyLogitsProcessor, applied to log-probs
+            seen = log_probs.gather(1, tokens)
+            seen = torch.where(seen < 0, seen * self.repetition_penalty, seen / self.repetition_penalty)
+            log_probs = log_probs.scatter(1, tokens, seen)
+        return log_probs, state
+
+    def select_state(self, state, rows, tokens):
+        utterances = state.utterances[rows]
+        if torch.equal(utterances, state.utterances):
+            # Beams moved within their utterances: the encoder's keys and values are the same for all of them.
+            state.cache.self_attention_cache.reorder_cache(rows)
+            return state
+        state.cache.reorder_cache(rows)
+        return _DecoderState(utterances, state.cache, state.encoder_hidden_states[rows], _rows(state.encoder_mask, rows))
+
+
+def _rows(mask: torch.Tensor | None, rows: torch.LongTensor) -> torch.Tensor | None:
+    return None if mask is None else mask[rows]
+
+
+@dataclass
+class _LMState:
+    cache: DynamicCache
+
+
+class LMScorer(Scorer):
+    """log p_lm(token | hypothesis) from a causal language model (any `AutoModelForCausalLM` sharing the ASR model's
+    vocabulary), with its own key/value cache reordered with the beams."""
+
+    def __init__(self, lm):
+        self.lm = lm
+
+    def init_state(self, utterances):
+        return _LMState(DynamicCache())
+
+    def score(self, tokens, state):
+        step = tokens if state.cache.get_seq_length() == 0 else tokens[:, -1:]
+        logits = self.lm(input_ids=step, past_key_values=state.cache, use_cache=True).logits[:, -1]
+        return logits.float().log_softmax(dim=-1), state
+
+    def select_state(self, state, rows, tokens):
+        state.cache.reorder_cache(rows)
+        return state
+
+
+class LengthBonus(Scorer):
+    """+1 for every token: with a positive weight, a reward for length that balances the per-token log-prob cost."""
+
+    constant = True
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+
+    def score(self, tokens, state):
+        return torch.ones(tokens.shape[0], self.vocab_size, device=tokens.device), state
+
+
+@dataclass
+class _CTCState:
+    utterances: torch.LongTensor  # (rows,)
+    r: torch.Tensor  # (frames, 2, rows) float64: log-prob of the prefix's alignments up to each frame, ending in its
+    # last label (0) or in a blank (1)
+    prefix: torch.Tensor  # (rows,) log-prob of all alignments that begin with the prefix: log p_ctc(prefix... | x)
+    last: torch.LongTensor  # (rows,) last label of the prefix, -1 for the empty one
+    labels: int = 0  # labels in the prefix (the same for every row: the search is label-synchronous)
+    candidates: torch.LongTensor | None = None  # after score_partial: (rows, P), with r (frames, 2, rows, P) etc.
+
+
+class CTCPrefixScorer(PartialScorer):
+    """CTC prefix scores (Watanabe et al., 2017; ESPnet's `CTCPrefixScoreTH`): for hypothesis g and token c,
+    log p_ctc(g c ... | x) - log p_ctc(g ... | x), and for the end token log p_ctc(g | x) - log p_ctc(g ... | x),
+    so that a finished hypothesis has collected exactly its CTC log-likelihood.
+
+    Vectorised over rows x candidates; the forward recursion runs frame by frame from the first frame the new label
+    can occupy (a prefix of n labels needs n frames), in float64.
+
+    Args:
+        log_probs (`torch.Tensor` of shape `(batch, frames, vocab)`): CTC log-probabilities.
+        lengths (`torch.LongTensor` of shape `(batch,)`): real frames of each utterance.
+        blank_token_id, eos_token_id: the CTC blank and the end token.
+        excluded_token_ids: tokens CTC never emits (padding, start): scored -inf.
+    """
+
+    def __init__(self, log_probs, lengths, blank_token_id, eos_token_id, excluded_token_ids=()):
+        self.x = log_probs.double().transpose(0, 1).contiguous()  # (frames, batch, vocab)
+        self.lengths, self.blank, self.eos = lengths, blank_token_id, eos_token_id
+        self.banned = torch.tensor(sorted({blank_token_id, *excluded_token_ids}), device=log_probs.device)
+
+    def init_state(self, utterances):
+        T, rows = self.x.shape[0], utterances.shape[0]
+        r = torch.full((T, 2, rows), NEG_INF, dtype=torch.float64, device=self.x.device)
+        r[:, 1] = self.x[:, utterances, self.blank].cumsum(0)  # the empty prefix: blanks only
+        zeros = torch.zeros(rows, dtype=torch.float64, device=self.x.device)
+        return _CTCState(utterances, r, zeros, torch.full((rows,), -1, device=self.x.device))
+
+    def score_partial(self, tokens, candidates, state):
+        T, (rows, P) = self.x.shape[0], candidates.shape
+        utterances = state.utterances
+        xc = self.x[:, utterances[:, None], candidates]  # (T, rows, P): only the candidates' columns, never (T, rows, V)
+        x = torch.stack([xc, self.x[:, utterances, self.blank][..., None].expand(T, rows, P)], dim=1)  # (T, 2, rows, P)
+        r_n, r_b = state.r[:, 0, :, None], state.r[:, 1, :, None]  # (T, rows, 1)
+        # phi[t]: the prefix is complete at frame t and may be followed by c; after a repeat of its last label only
+        # through a blank.
+        repeat = (candidates == state.last[:, None])[None]  # (1, rows, P)
+        phi = torch.where(repeat, r_b, torch.logaddexp(r_n, r_b))  # (T, rows, P)
+
+        # r[t] = (logaddexp(r_n[t-1], phi[t-1]) + x[t, c], logaddexp(r_n[t-1], r_b[t-1]) + x[t, blank])
+        r = torch.full((T, 2, rows, P), NEG_INF, dtype=torch.float64, device=xc.device)
+        if state.labels == 0:
+            r[0, 0] = xc[0]  # the first label at the first frame
+        for t in range(max(state.labels, 1), T):
+            torch.add(torch.logaddexp(r[t - 1, :1], torch.stack([phi[t - 1], r[t - 1, 1]])), x[t], out=r[t])
+
+        # The prefix g c ...: c first emitted at some real frame t, anything after.
+        start = torch.full_like(phi[:1], 0.0 if state.labels == 0 else NEG_INF)  # phi[-1]: log 1 for the empty prefix
+        phi_before = torch.cat([start, phi[:-1]])
+        real = torch.arange(T, device=xc.device)[:, None] < self.lengths[utterances][None]  # (T, rows)
+        prefix = torch.logsumexp((phi_before + xc).masked_fill(~real[..., None], NEG_INF), dim=0)  # (rows, P)
+        last_frame = (self.lengths[utterances] - 1)[None, :, None]  # the whole of g, ending at the last real frame
+        complete = torch.logaddexp(r_n.gather(0, last_frame), r_b.gather(0, last_frame))[0]  # (rows, 1)
+        prefix = torch.where(candidates == self.eos, complete, prefix)
+        prefix = prefix.masked_fill(torch.isin(candidates, self.banned), NEG_INF)
+
+        # A prefix CTC cannot align stays impossible (-inf, not -inf - -inf = nan, which topk would rank first).
+        scores = (prefix - state.prefix[:, None]).masked_fill(state.prefix[:, None] == NEG_INF, NEG_INF).float()
+        return scores, _CTCState(utterances, r, prefix, state.last, state.labels, candidates)
+
+    def select_state(self, state, rows, tokens):
+        if state.candidates is None:  # rows only (the search dropping finished utterances)
+            return _CTCState(state.utterances[rows], state.r[:, :, rows], state.prefix[rows], state.last[rows],
+                             state.labels)  # fmt: skip
+        column = (state.candidates[rows] == tokens[:, None]).int().argmax(dim=1)  # where each kept token was scored
+        r = state.r[:, :, rows, column]  # (T, 2, kept)
+        return _CTCState(state.utterances[rows], r, state.prefix[rows, column], tokens, state.labels + 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The search
+
+
+@dataclass
+class BeamSearchOutput:
+    """`sequences` (utterances x num_return_sequences, length): start token, tokens, end token (unless cut at the
+    length limit), then padding; `sequences_scores`: their fused scores (length-normalised as the options say);
+    `scorer_scores`: each scorer's own, unweighted, total score of each sequence, to see why it won."""
+
+    sequences: torch.LongTensor
+    sequences_scores: torch.Tensor
+    scorer_scores: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def beam_search(
+    scorers: dict[str, Scorer],
+    weights: dict[str, float],
+    num_utterances: int,
+    max_new_tokens: torch.LongTensor,
+    options: BeamSearchOptions,
+    start_token_id: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    vocab_size: int,
+    device: torch.device | str = "cpu",
+) -> BeamSearchOutput:
+    """Beam search over `num_utterances` utterances at once, ranking hypotheses by sum(weights[name] * score[name]).
+
+    Args:
+        scorers: named scorers; full ones score the whole vocabulary, partial ones (`PartialScorer`) only the
+            pre-beam: the best `options.pre_beam_size` tokens by the weighted full scores (every token when no full
+            scorer can rank them).
+        weights: weight of each scorer; a weight of 0 removes it.
+        max_new_tokens (`torch.LongTensor` of shape `(num_utterances,)`): each utterance's longest output.
+    """
+    scorers = {name: s for name, s in scorers.items() if weights.get(name, 0.0) != 0.0}
+    if not scorers:
+        raise ValueError("beam search needs at least one scorer with a non-zero weight")
+    full = {n: s for n, s in scorers.items() if not isinstance(s, PartialScorer)}
+    partial = {n: s for n, s in scorers.items() if isinstance(s, PartialScorer)}
+    ranking = [n for n, s in full.items() if not s.constant]
+    names = list(scorers)
+    K, V = options.num_beams, vocab_size
+    P = min(options.pre_beam_size, V) if ranking else V
+
+    active = torch.arange(num_utterances, device=device)  # utterances still searching
+    limits = max_new_tokens.to(device)
+    rows_utterance = active.repeat_interleave(K)
+    tokens = torch.full((num_utterances * K, 1), start_token_id, dtype=torch.long, device=device)
+    running = torch.full((num_utterances, K), _FINISHED, device=device)
+    running[:, 0] = 0.0  # one live beam to start with, so that the first step does not pick one token K times
+    parts = torch.zeros(num_utterances * K, len(names), device=device)  # each scorer's total, per row
+    states = {name: s.init_state(rows_utterance) for name, s in scorers.items()}
+    finished: list[list[tuple[float, list[int], torch.Tensor]]] = [[] for _ in range(num_utterances)]
+
+    for generated in range(1, options.max_new_tokens + 1):  # `generated` counts the token this step adds
+        A, N = len(active), len(active) * K
+        step = {}  # name -> (rows, vocab) unweighted scores of this step
+        for name, scorer in full.items():
+            step[name], states[name] = scorer.score(tokens, states[name])
+        total = sum(weights[n] * step[n] for n in full) if full else torch.zeros(N, V, device=device)
+        if partial:
+            if ranking:
+                pre_beam = sum(weights[n] * step[n] for n in ranking).topk(P, dim=1).indices  # (rows, P)
+            else:
+                pre_beam = torch.arange(V, device=device).expand(N, V)
+            outside = torch.full((N, V), NEG_INF, device=device)
+            for name, scorer in partial.items():
+                scores, states[name] = scorer.score_partial(tokens, pre_beam, states[name])
+                step[name] = outside.scatter(1, pre_beam, scores)
+            total = total + outside.scatter(1, pre_beam, sum(weights[n] * step[n].gather(1, pre_beam) for n in partial))
+
+        # An utterance's own limit, when tighter than max_new_tokens, is where its transcript must end: only [EOS].
+        last = ((generated == limits[active]) & (limits[active] < options.max_new_tokens)).repeat_interleave(K)
+        total[last] = total[last].index_fill(1, _others(V, eos_token_id, device), NEG_INF)
+
+        # As transformers: the 2K best continuations of each utterance, so that K of them are still running even
+        # when K end here; only those in the top K may join the finished ones.
+        candidates = (total + running.view(N, 1)).view(A, K * V)
+        top_scores, top = candidates.topk(2 * K, dim=1)  # (A, 2K)
+        top_rows = top // V + torch.arange(A, device=device)[:, None] * K
+        top_tokens = top % V
+        ends = (top_tokens == eos_token_id) | (generated >= limits[active])[:, None]
+
+        kept_scores, kept = (top_scores + ends * _FINISHED).topk(K, dim=1)  # the K best that go on
+        kept_rows, kept_tokens = top_rows.gather(1, kept).view(-1), top_tokens.gather(1, kept).view(-1)
+
+        step_parts = torch.stack([step[n][top_rows.view(-1), top_tokens.view(-1)] for n in names], dim=-1)
+        top_parts = parts[top_rows.view(-1)] + step_parts  # (A * 2K, scorers)
+        normalised = top_scores / generated**options.length_penalty
+        # with early_stopping=True a full list takes no more (checked before this step's additions, as transformers)
+        closed = [options.early_stopping is True and len(finished[u]) == K for u in active.tolist()]
+        for a, j in (ends[:, :K] & (top_scores[:, :K] > _FINISHED / 2)).nonzero().tolist():
+            pool = finished[active[a]]
+            if closed[a]:
+                continue
+            sequence = tokens[top_rows[a, j]].tolist() + [top_tokens[a, j].item()]
+            pool.append((normalised[a, j].item(), sequence, top_parts[a * 2 * K + j]))
+            pool.sort(key=lambda hypothesis: -hypothesis[0])
+            del pool[K:]
+
+        tokens = torch.cat([tokens[kept_rows], kept_tokens[:, None]], dim=1)
+        parts = parts[kept_rows] + torch.stack([step[n][kept_rows, kept_tokens] for n in names], dim=-1)
+        running = kept_scores
+        states = {name: s.select_state(states[name], kept_rows, kept_tokens) for name, s in scorers.items()}
+
+        # An utterance is done when its K finished hypotheses cannot be beaten by a running one (transformers'
+        # heuristic: the best running score, normalised at the current length), or when nothing can go on.
+        done = torch.zeros(A, dtype=torch.bool)
+        for a in range(A):
+            pool = finished[active[a]]
+            if ends[a].all() or generated >= options.max_new_tokens:
+                done[a] = True
+                # fewer finished than asked for (every ending impossible for CTC, say): the best running ones
+                for k in range(options.num_return_sequences - len(pool)):
+                    pool.append((running[a, k].item() / generated**options.length_penalty,
+                                 tokens[a * K + k].tolist(), parts[a * K + k]))  # fmt: skip
+            elif len(pool) == K:
+                if options.early_stopping is True:
+                    done[a] = True
+                else:
+                    length = generated
+                    if options.early_stopping == "never" and options.length_penalty > 0:
+                        length = int(limits[active[a]])
+                    done[a] = running[a, 0].item() / length**options.length_penalty <= pool[-1][0]
+        if done.all():
+            break
+        if done.any():
+            keep = (~done).nonzero().squeeze(1).to(device)
+            rows = (keep[:, None] * K + torch.arange(K, device=device)).view(-1)
+            active, tokens, parts, running = active[keep], tokens[rows], parts[rows], running[keep]
+            states = {name: s.select_state(states[name], rows, tokens[:, -1]) for name, s in scorers.items()}
+
+    R = options.num_return_sequences
+    chosen = [pool[:R] for pool in finished]
+    width = max(len(sequence) for pool in chosen for _, sequence, _ in pool)
+    sequences = torch.full((num_utterances * R, width), pad_token_id, dtype=torch.long)
+    scores = torch.zeros(num_utterances * R)
+    scorer_totals = torch.zeros(num_utterances * R, len(names))
+    for u, pool in enumerate(chosen):
+        for r, (score, sequence, total_parts) in enumerate(pool):
+            sequences[u * R + r, : len(sequence)] = torch.tensor(sequence)
+            scores[u * R + r] = score
+            scorer_totals[u * R + r] = total_parts.cpu()
+    return BeamSearchOutput(
+        sequences.to(device), scores.to(device), {n: scorer_totals[:, i].to(device) for i, n in enumerate(names)}
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CTC alone
+
+
+def _others(vocab_size: int, token: int, device) -> torch.LongTensor:
+    """Every token id but `token`."""
+    ids = torch.arange(vocab_size, device=device)
+    return ids[ids != token]
+
+
+def ctc_prefix_beam_search(
+    log_probs: torch.Tensor,
+    lengths: torch.LongTensor,
+    num_beams: int,
+    blank_token_id: int,
+    excluded_token_ids=(),
+    num_return_sequences: int = 1,
+) -> tuple[list[list[list[int]]], list[list[float]]]:
+    """Frame-synchronous CTC prefix beam search (Hannun et al., 2014, without a language model): the fastest search,
+    for `generate(decoding="ctc", num_beams>1)`.
+
+    At each frame each prefix keeps two log-probs, of its alignments ending in a blank and in its last label; it is
+    extended by the `num_beams` likeliest tokens of the frame, and the `num_beams` best prefixes survive.
+
+    Returns:
+        per utterance, the `num_return_sequences` best label sequences and their log p_ctc(y | x).
+    """
+    banned = {blank_token_id, *excluded_token_ids}
+    x = log_probs.double().cpu()
+    k = min(num_beams + len(banned), x.shape[-1])
+    all_sequences, all_scores = [], []
+    for b in range(x.shape[0]):
+        beams = {(): (0.0, NEG_INF)}  # prefix -> (log p ending in blank, log p ending in its last label)
+        top_tokens = x[b, : int(lengths[b])].topk(k, dim=-1).indices.tolist()
+        for t, frame in enumerate(x[b, : int(lengths[b])].tolist()):
+            extended: dict[tuple, list[float]] = {}
+            for prefix, (blank, label) in beams.items():
+                _add(extended, prefix, _logaddexp(blank, label) + frame[blank_token_id], NEG_INF)
+                if prefix:  # the last label again, merged into itself
+                    _add(extended, prefix, NEG_INF, label + frame[prefix[-1]])
+                for c in top_tokens[t]:
+                    if c in banned:
+                        continue
+                    # after a blank, a repeat of the last label is a new label; right after it, it is the same one
+                    through = blank if prefix and c == prefix[-1] else _logaddexp(blank, label)
+                    _add(extended, prefix + (c,), NEG_INF, through + frame[c])
+            ranked = sorted(extended.items(), key=lambda item: -_logaddexp(*item[1]))
+            beams = {prefix: tuple(scores) for prefix, scores in ranked[:num_beams]}
+        best = sorted(beams.items(), key=lambda item: -_logaddexp(*item[1]))[:num_return_sequences]
+        all_sequences.append([list(prefix) for prefix, _ in best])
+        all_scores.append([_logaddexp(*scores) for _, scores in best])
+    return all_sequences, all_scores
+
+
+def _add(prefixes: dict, prefix: tuple, blank: float, label: float):
+    old = prefixes.setdefault(prefix, [NEG_INF, NEG_INF])
+    old[0], old[1] = _logaddexp(old[0], blank), _logaddexp(old[1], label)
+
+
+def _logaddexp(a: float, b: float) -> float:
+    if a == NEG_INF:
+        return b
+    if b == NEG_INF:
+        return a
+    high = max(a, b)
+    return high + math.log1p(math.exp(-abs(a - b)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The external language model
+
+
+def check_fusion_lm(lm, config) -> None:
+    """Raise a `ValueError` saying what differs when `lm` cannot score the ASR model's tokens: its vocabulary size or
+    its start / end / padding tokens."""
+    lm_config = lm.config
+    lm_vocab = lm.get_output_embeddings().weight.shape[0] if lm.get_output_embeddings() is not None else None
+    lm_vocab = lm_vocab or lm_config.vocab_size
+    differences = []
+    if lm_vocab != config.vocab_size:
+        differences.append(f"vocabulary size {lm_vocab} != the ASR model's {config.vocab_size}")
+    pairs = (("bos_token_id", "decoder_start_token_id"), ("eos_token_id", "eos_token_id"), ("pad_token_id", "pad_token_id"))
+    for lm_name, asr_name in pairs:
+        lm_id, asr_id = getattr(lm_config, lm_name, None), getattr(config, asr_name)
+        if isinstance(lm_id, (list, tuple)):
+            lm_id = lm_id[0] if len(lm_id) == 1 else lm_id
+        if lm_id != asr_id:
+            differences.append(f"{lm_name} {lm_id} != the ASR model's {asr_name} {asr_id}")
+    if differences:
+        raise ValueError(
+            f"the language model ({type(lm).__name__}) does not share the ASR model's tokens: "
+            + "; ".join(differences)
+            + ". Train it with the ASR model's tokenizer (examples/run_lm.py)."
+        )

@@ -1,0 +1,75 @@
+"""The language model trainer (examples/run_lm.py) and the fusion weight tuner (examples/tune_decoding.py)."""
+
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import soundfile
+import torch
+from datasets import Dataset
+
+from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
+
+from conftest import TRANSCRIPTS
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
+import run_lm  # noqa: E402
+import tune_decoding  # noqa: E402
+
+WORDS = ["hello", "world", "good", "bye", "the", "quick", "brown", "fox", "lazy", "dog"]
+
+
+def text_file(path, n=400):
+    """Distinct three-word sentences over ten words: an LM learns their spelling quickly."""
+    path.write_text("\n".join(f"{WORDS[i % 10]} {WORDS[i // 10 % 10]} {WORDS[i // 100 % 10]}" for i in range(n)))
+    return path
+
+
+def test_run_lm_trains_a_language_model_that_fuses(trained_dir, signals, tmp_path):
+    corpus = text_file(tmp_path / "text.txt")
+    out = tmp_path / "lm"
+    results = run_lm.main([
+        "--tokenizer_name_or_path", str(trained_dir), "--text_files", str(corpus), "--held_out_sentences", "20",
+        "--preset", "tiny", "--output_dir", str(out), "--max_steps", "60", "--per_device_train_batch_size", "32",
+        "--learning_rate", "3e-3", "--report_to", "none", "--save_strategy", "no", "--use_cpu",
+    ])  # fmt: skip
+    vocab = len(SpeechSeqProcessor.from_pretrained(trained_dir).tokenizer)
+    # far better than guessing among the vocabulary: it learned the grammar's spelling
+    assert results["perplexity_per_token"] < vocab / 4
+    assert json.loads((out / "lm_results.json").read_text()) == results
+    model = SpeechSeqForConditionalGeneration.from_pretrained(trained_dir).eval()
+    processor = SpeechSeqProcessor.from_pretrained(trained_dir)
+    batch = processor(audio=signals, sampling_rate=16000, return_tensors="pt")
+    out_ids = model.generate(**batch, num_beams=3, lm=str(out), lm_weight=0.2, return_dict_in_generate=True)
+    assert processor.batch_decode(out_ids.sequences, skip_special_tokens=True) == TRANSCRIPTS
+    assert torch.all(out_ids.scorer_scores["lm"] < 0)
+
+
+def test_held_out_text_never_reaches_training(tmp_path):
+    args = run_lm.LMArguments(tokenizer_name_or_path="unused", text_files=[str(text_file(tmp_path / "t.txt"))],
+                              held_out_sentences=15)  # fmt: skip
+    train, held_out = run_lm.split_sentences(args, seed=0)
+    assert len(held_out) == 15 and not set(train) & set(held_out)
+    assert set(train) | set(held_out) == set((tmp_path / "t.txt").read_text().splitlines())
+
+
+def test_tune_decoding_ranks_the_grid_and_saves_the_best(trained_dir, signals, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained_dir, model_dir)
+    model = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).eval()
+    processor = SpeechSeqProcessor.from_pretrained(model_dir)
+    flac = []
+    for signal in signals:
+        soundfile.write(buffer := io.BytesIO(), signal, 16000, format="FLAC")
+        flac.append({"bytes": buffer.getvalue(), "path": None})
+    dataset = Dataset.from_dict({"audio": flac, "text": TRANSCRIPTS})
+    # a "bonus" of -100 per token makes short hypotheses win: cut transcripts
+    results = tune_decoding.tune(model, processor, dataset, 2, [0.0, 0.4], [0.0], [0.0, -100.0])
+    assert len(results) == 4
+    assert [r["cer"] for r in results] == sorted(r["cer"] for r in results)
+    assert results[0]["length_bonus"] == 0.0 and results[0]["cer"] == 0.0 and results[-1]["cer"] > 0.1
+    tune_decoding.save_setting(model_dir, {**results[0], "ctc_weight": 0.4})
+    saved = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).generation_config
+    assert (saved.num_beams, saved.ctc_weight, saved.length_bonus, saved.lm) == (2, 0.4, 0.0, None)

@@ -1,0 +1,393 @@
+"""Beam search, exactness first: against transformers' own searches, brute-force CTC sums and independent re-scoring."""
+
+import io
+import itertools
+import math
+
+import pytest
+import soundfile
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, GenerationMixin, pipeline
+
+from speechseq import (
+    SpeechSeqConfig,
+    SpeechSeqForCausalLM,
+    SpeechSeqForConditionalGeneration,
+    SpeechSeqLMConfig,
+    SpeechSeqProcessor,
+    ctc_prefix_beam_search,
+)
+from speechseq.generation_speechseq import (
+    BeamSearchOptions,
+    CTCPrefixScorer,
+    DecoderScorer,
+    LMScorer,
+    Scorer,
+    beam_search,
+)
+
+from conftest import TRANSCRIPTS
+
+BLANK, EOS = 0, 1  # in the synthetic CTC problems below: labels are 2..V-1
+
+
+def features(lengths, seed=0):
+    """Random filterbanks for utterances of the given frame counts, padded, with their mask."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(lengths), max(lengths), 80, generator=generator)
+    mask = (torch.arange(max(lengths))[None] < torch.tensor(lengths)[:, None]).long()
+    return x * mask[..., None], mask
+
+
+def until_eos(sequence, eos):
+    """A generated row up to and including its first end token (or all of it): padding conventions differ."""
+    row = sequence.tolist()[1:]
+    return row[: row.index(eos) + 1] if eos in row else row
+
+
+def _small(seed):
+    """A tiny random model over 12 tokens whose [EOS] output weights (tied to its embedding) are scaled up, so that
+    [EOS] is often among the best candidates and hypotheses end at different lengths."""
+    torch.manual_seed(seed)
+    model = SpeechSeqForConditionalGeneration(SpeechSeqConfig.from_preset("tiny", vocab_size=12)).eval()
+    with torch.no_grad():
+        model.lm_head.weight[4] *= 4
+    return model
+
+
+# --- the decoder alone matches transformers ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_one_beam_with_the_decoder_alone_is_greedy(seed):
+    model = _small(seed)
+    x, mask = features([60, 44, 52], seed)
+    options = BeamSearchOptions(num_beams=1, max_new_tokens=10, length_penalty=0.0)
+    encoder, lengths = model.encode(x, mask)
+    scorer = DecoderScorer(model, encoder, torch.arange(encoder.shape[1]) < lengths[:, None])
+    ours = beam_search({"decoder": scorer}, {"decoder": 1.0}, 3, torch.full((3,), 10), options, 3, 4, 0, 12)
+    greedy = GenerationMixin.generate(model, x, attention_mask=mask, max_new_tokens=10)
+    assert [until_eos(s, 4) for s in ours.sequences] == [until_eos(s, 4) for s in greedy]
+
+
+@pytest.mark.parametrize(
+    "num_beams,length_penalty,early_stopping,repetition_penalty,num_return_sequences",
+    [(4, 1.0, False, 1.0, 1), (5, 0.0, False, 1.0, 3), (3, 2.0, "never", 1.0, 2), (4, 1.0, True, 1.0, 4),
+     (6, 0.5, False, 1.3, 2)],
+)  # fmt: skip
+def test_decoder_only_beam_search_equals_transformers(
+    num_beams, length_penalty, early_stopping, repetition_penalty, num_return_sequences
+):
+    finished = 0
+    for seed in range(3):
+        model = _small(seed)
+        x, mask = features([64, 48, 56], seed)
+        kwargs = dict(attention_mask=mask, num_beams=num_beams, max_new_tokens=9, length_penalty=length_penalty,
+                      early_stopping=early_stopping, repetition_penalty=repetition_penalty,
+                      num_return_sequences=num_return_sequences, return_dict_in_generate=True, output_scores=True)  # fmt: skip
+        theirs = GenerationMixin.generate(model, x, **kwargs)
+        ours = model.generate(x, **kwargs)
+        assert [until_eos(s, 4) for s in ours.sequences] == [until_eos(s, 4) for s in theirs.sequences]
+        torch.testing.assert_close(ours.sequences_scores, theirs.sequences_scores, rtol=1e-5, atol=1e-5)
+        finished += sum(4 in until_eos(s, 4) for s in ours.sequences)
+    if length_penalty <= 1.0:  # (a strong length reward rightly keeps every beam going to the limit)
+        assert finished, "no beam finished: the test would not check endings"
+
+
+# --- CTC prefix scores ---------------------------------------------------------------------------------------------
+
+
+def brute_force_ctc(log_probs, length):
+    """{label sequence: log p(y | x)} by enumerating every alignment of `length` frames."""
+    V = log_probs.shape[-1]
+    totals = {}
+    for path in itertools.product(range(V), repeat=length):
+        if EOS in path:
+            continue
+        labels = tuple(c for i, c in enumerate(path) if c != BLANK and (i == 0 or c != path[i - 1]))
+        p = math.exp(sum(log_probs[t, c].item() for t, c in enumerate(path)))
+        totals[labels] = totals.get(labels, 0.0) + p
+    return totals
+
+
+def random_ctc(batch, frames, vocab, seed):
+    logits = torch.randn(batch, frames, vocab, generator=torch.Generator().manual_seed(seed)) * 2
+    logits[..., EOS] = -1e4  # CTC never emits the end token
+    return logits.log_softmax(-1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ctc_prefix_scores_equal_brute_force_sums(seed):
+    log_probs, lengths = random_ctc(2, 6, 5, seed), torch.tensor([6, 4])  # the second utterance is padded
+    scorer = CTCPrefixScorer(log_probs, lengths, BLANK, EOS)
+    labels = [2, 3, 3, 4]
+    candidates = torch.tensor([[2, 3, 4, EOS]]).repeat(2, 1)
+    for u, length in enumerate(lengths.tolist()):
+        totals = brute_force_ctc(log_probs[u], length)
+        state = scorer.init_state(torch.tensor([u]))
+        accumulated = 0.0
+        for step in range(len(labels) + 1):
+            prefix = tuple(labels[:step])
+            scores, new = scorer.score_partial(None, candidates[:1], state)
+            for column, c in enumerate(candidates[0].tolist()):
+                if c == EOS:  # the prefix as a whole transcript
+                    expected = totals.get(prefix, 0.0)
+                else:  # every transcript that begins with prefix + c
+                    expected = sum(p for y, p in totals.items() if y[: step + 1] == prefix + (c,))
+                got = accumulated + scores[0, column].item()
+                assert got == pytest.approx(math.log(expected), rel=1e-6, abs=1e-6) if expected > 0 else got == float("-inf")
+            if step == len(labels):
+                break
+            accumulated += scores[0, candidates[0].tolist().index(labels[step])].item()
+            state = scorer.select_state(new, torch.tensor([0]), torch.tensor([labels[step]]))
+
+
+def test_ctc_alone_finds_the_most_likely_transcript_both_ways():
+    for seed in range(4):
+        log_probs, lengths = random_ctc(2, 5, 5, seed), torch.tensor([5, 4])
+        K = 60  # more than all prefixes of 3 labels over 5 frames: both searches are exhaustive
+        sequences, scores = ctc_prefix_beam_search(log_probs, lengths, K, BLANK, (EOS,), num_return_sequences=3)
+        scorer = CTCPrefixScorer(log_probs, lengths, BLANK, EOS)
+        options = BeamSearchOptions(num_beams=K, num_return_sequences=3, length_penalty=0.0, max_new_tokens=6)
+        label_sync = beam_search({"ctc": scorer}, {"ctc": 1.0}, 2, lengths + 1, options, -1, EOS, BLANK, 5)
+        for u, length in enumerate(lengths.tolist()):
+            totals = brute_force_ctc(log_probs[u], length)
+            best = sorted(totals, key=totals.get, reverse=True)[:3]
+            assert [tuple(y) for y in sequences[u]] == best
+            assert scores[u] == pytest.approx([math.log(totals[y]) for y in best], rel=1e-6)
+            rows = label_sync.sequences[u * 3 : u * 3 + 3]
+            assert [tuple(until_eos(r, EOS)[:-1]) for r in rows] == best
+            torch.testing.assert_close(label_sync.sequences_scores[u * 3 : u * 3 + 3],
+                                       torch.tensor([math.log(totals[y]) for y in best]))  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_model_ctc_weight_one_equals_ctc_prefix_beam_search_and_scores_are_ctc_likelihoods(seed):
+    model = _small(seed)
+    x, mask = features([22, 19], seed)  # 4 encoder frames: a beam of 64 keeps nearly every prefix
+    ours = model.generate(x, attention_mask=mask, num_beams=64, ctc_weight=1.0, length_penalty=0.0,
+                          return_dict_in_generate=True)  # fmt: skip
+    frame_sync = model.generate(x, attention_mask=mask, num_beams=64, decoding="ctc", return_dict_in_generate=True)
+    assert [until_eos(s, 4) for s in ours.sequences] == [until_eos(s, 4) for s in frame_sync.sequences]
+    encoder, lengths = model.encode(x, mask)
+    log_probs = model.ctc_log_probs(encoder)
+    for u, row in enumerate(ours.sequences):
+        labels = torch.tensor(until_eos(row, 4)[:-1])
+        nll = F.ctc_loss(log_probs[u : u + 1].transpose(0, 1), labels[None], lengths[u : u + 1],
+                         torch.tensor([len(labels)]), blank=5, reduction="sum")  # fmt: skip
+        assert ours.sequences_scores[u].item() == pytest.approx(-nll.item(), rel=1e-5)
+        # frame by frame, a prefix pruned at one frame and found again later has lost some alignments
+        assert frame_sync.sequences_scores[u].item() <= -nll.item() + 1e-5
+
+
+# --- fusion --------------------------------------------------------------------------------------------------------
+
+
+def tiny_lm(vocab_size=12, seed=1, **overrides):
+    torch.manual_seed(seed)
+    return SpeechSeqForCausalLM(SpeechSeqLMConfig.from_preset("tiny", vocab_size=vocab_size, **overrides)).eval()
+
+
+def rescore(model, lm, x, mask, row, u):
+    """Each scorer's total for one finished hypothesis, computed without the search: teacher-forced decoder and LM,
+    and the CTC forward algorithm."""
+    tokens = torch.tensor([row.tolist()[: row.tolist().index(4) + 1]])
+    with torch.no_grad():
+        out = model(x[u : u + 1, : int(mask[u].sum())], decoder_input_ids=tokens[:, :-1])
+        decoder = out.logits.log_softmax(-1).gather(2, tokens[:, 1:, None]).sum().item()
+        lm_score = lm(tokens[:, :-1]).logits.log_softmax(-1).gather(2, tokens[:, 1:, None]).sum().item()
+        log_probs = model.ctc_log_probs(out.encoder_last_hidden_state)
+        labels = tokens[:, 1:-1]
+        ctc = -F.ctc_loss(log_probs.transpose(0, 1), labels, torch.tensor([log_probs.shape[1]]),
+                          torch.tensor([labels.shape[1]]), blank=5, reduction="sum").item()  # fmt: skip
+    return {"decoder": decoder, "ctc": ctc, "lm": lm_score, "length_bonus": tokens.shape[1] - 1}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fused_scores_equal_independent_rescoring(seed):
+    model, lm = _small(seed), tiny_lm(seed=seed + 10)
+    x, mask = features([40, 28], seed)
+    weights = {"ctc_weight": 0.4, "lm_weight": 0.7, "length_bonus": 0.5}
+    out = model.generate(x, attention_mask=mask, num_beams=4, num_return_sequences=4, lm=lm, length_penalty=0.0,
+                         return_dict_in_generate=True, **weights)  # fmt: skip
+    checked = 0
+    for i, row in enumerate(out.sequences):
+        if 4 not in row.tolist()[1:]:
+            continue  # cut at the length limit: its CTC score is a prefix score
+        expected = rescore(model, lm, x, mask, row, i // 4)
+        for name, value in expected.items():
+            assert out.scorer_scores[name][i].item() == pytest.approx(value, rel=1e-4, abs=1e-4)
+        fused = (1 - 0.4) * expected["decoder"] + 0.4 * expected["ctc"] + 0.7 * expected["lm"] + 0.5 * expected[
+            "length_bonus"]
+        assert out.sequences_scores[i].item() == pytest.approx(fused, rel=1e-4, abs=1e-4)
+        checked += 1
+    assert checked >= 4
+
+
+def test_zero_lm_weight_is_no_lm():
+    model, lm = _small(0), tiny_lm()
+    x, mask = features([48, 40], 0)
+    common = dict(attention_mask=mask, num_beams=4, ctc_weight=0.3, return_dict_in_generate=True)
+    without = model.generate(x, **common)
+    with_zero = model.generate(x, lm=lm, lm_weight=0.0, **common)
+    assert torch.equal(without.sequences, with_zero.sequences)
+    assert torch.equal(without.sequences_scores, with_zero.sequences_scores)
+    assert "lm" not in with_zero.scorer_scores
+    with_lm = model.generate(x, lm=lm, lm_weight=2.0, **common)
+    assert not torch.equal(with_lm.sequences_scores, without.sequences_scores)
+
+
+def test_a_batch_equals_one_utterance_at_a_time():
+    model, lm = _small(3), tiny_lm()
+    lengths = [64, 36, 50]
+    x, mask = features(lengths, 3)
+    kwargs = dict(num_beams=5, ctc_weight=0.3, lm=lm, lm_weight=0.3, length_bonus=0.2, return_dict_in_generate=True)
+    batch = model.generate(x, attention_mask=mask, **kwargs)
+    for u, length in enumerate(lengths):
+        alone = model.generate(x[u : u + 1, :length], **kwargs)
+        assert until_eos(batch.sequences[u], 4) == until_eos(alone.sequences[0], 4)
+        torch.testing.assert_close(batch.sequences_scores[u], alone.sequences_scores[0], rtol=1e-5, atol=1e-5)
+
+
+class UncachedDecoder(Scorer):
+    """The reference: the whole hypothesis through the decoder at every step, no cache."""
+
+    def __init__(self, model, encoder, mask):
+        self.model, self.encoder, self.mask = model, encoder, mask
+
+    def init_state(self, utterances):
+        return utterances
+
+    def score(self, tokens, state):
+        hidden = self.model.model.decoder(tokens, encoder_hidden_states=self.encoder[state],
+                                          encoder_attention_mask=self.mask[state]).last_hidden_state  # fmt: skip
+        return self.model.lm_head(hidden[:, -1]).log_softmax(-1), state
+
+    def select_state(self, state, rows, tokens):
+        return state[rows]
+
+
+class UncachedLM(Scorer):
+    def __init__(self, lm):
+        self.lm = lm
+
+    def score(self, tokens, state):
+        return self.lm(tokens, use_cache=False).logits[:, -1].log_softmax(-1), state
+
+
+@torch.no_grad()
+def test_cached_scorers_equal_uncached():
+    model, lm = _small(4), tiny_lm()
+    x, mask = features([56, 40], 4)
+    encoder, lengths = model.encode(x, mask)
+    enc_mask = torch.arange(encoder.shape[1]) < lengths[:, None]
+    options = BeamSearchOptions(num_beams=4, num_return_sequences=2, max_new_tokens=12)
+    weights = {"decoder": 1.0, "lm": 0.5}
+
+    def run(decoder, language_model):
+        return beam_search({"decoder": decoder, "lm": language_model}, weights, 2, lengths + 1, options, 3, 4, 0, 12)
+
+    cached = run(DecoderScorer(model, encoder, enc_mask), LMScorer(lm))
+    uncached = run(UncachedDecoder(model, encoder, enc_mask), UncachedLM(lm))
+    assert torch.equal(cached.sequences, uncached.sequences)
+    torch.testing.assert_close(cached.sequences_scores, uncached.sequences_scores, rtol=1e-5, atol=1e-5)
+
+
+def test_a_mismatched_language_model_raises_saying_what_differs():
+    model, x = _small(0), features([40], 0)[0]
+    with pytest.raises(ValueError, match="vocabulary size 13 != the ASR model's 12"):
+        model.generate(x, num_beams=2, lm=tiny_lm(vocab_size=13), lm_weight=0.5)
+    with pytest.raises(ValueError, match="eos_token_id 5 != the ASR model's eos_token_id 4"):
+        model.generate(x, num_beams=2, lm=tiny_lm(eos_token_id=5), lm_weight=0.5)
+    with pytest.raises(ValueError, match="lm_weight > 0 needs a language model"):
+        model.generate(x, num_beams=2, lm_weight=0.5)
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        BeamSearchOptions(num_beams=2, num_return_sequences=3)
+    with pytest.raises(ValueError, match="ctc_weight"):
+        BeamSearchOptions(ctc_weight=1.5)
+    with pytest.raises(ValueError, match="does not use"):
+        _small(0).generate(features([40], 0)[0], num_beams=2, top_k=5)
+
+
+# --- the language model --------------------------------------------------------------------------------------------
+
+
+def test_language_model_saves_loads_and_caches(tmp_path):
+    lm = tiny_lm(vocab_size=20)
+    lm.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, SpeechSeqForCausalLM)
+    ids = torch.tensor([[3, 7, 8, 9, 10, 4]])
+    with torch.no_grad():
+        full = loaded(ids, use_cache=False).logits
+        torch.testing.assert_close(full, lm(ids).logits)
+        first = loaded(ids[:, :3], use_cache=True)
+        step = loaded(ids[:, 3:], past_key_values=first.past_key_values, use_cache=True).logits
+        torch.testing.assert_close(step, full[:, 3:], rtol=1e-5, atol=1e-5)
+        out = loaded(ids, labels=ids)
+    manual = F.cross_entropy(full[0, :-1], ids[0, 1:])
+    assert out.loss.item() == pytest.approx(manual.item(), rel=1e-5)
+    assert torch.equal(loaded.lm_head.weight, loaded.model.embed_tokens.weight)
+
+
+# --- through transformers' callers ---------------------------------------------------------------------------------
+
+
+def test_pipeline_passes_fusion_arguments(trained_dir, signals, tokenizer, tmp_path):
+    lm = tiny_lm(vocab_size=len(tokenizer))
+    lm.save_pretrained(tmp_path / "lm")
+    asr = pipeline("automatic-speech-recognition", model=str(trained_dir))
+    options = {"num_beams": 4, "ctc_weight": 0.3, "lm": str(tmp_path / "lm"), "lm_weight": 0.2, "length_bonus": 0.1}
+    assert [asr(s, generate_kwargs=options)["text"] for s in signals] == TRANSCRIPTS
+    model = SpeechSeqForConditionalGeneration.from_pretrained(trained_dir).eval()
+    processor = SpeechSeqProcessor.from_pretrained(trained_dir)
+    batch = processor(audio=signals[:1], sampling_rate=16000, return_tensors="pt")
+    # the same call the pipeline made: a huge LM weight changes the transcript, so the LM was really used
+    heavy = {**options, "lm_weight": 50.0}
+    direct = processor.batch_decode(model.generate(**batch, **heavy), skip_special_tokens=True)
+    assert asr(signals[0], generate_kwargs=heavy)["text"] == direct[0] != TRANSCRIPTS[0]
+
+
+def test_generation_config_options_are_saved_and_used(trained_dir, signals, tmp_path):
+    model = SpeechSeqForConditionalGeneration.from_pretrained(trained_dir).eval()
+    processor = SpeechSeqProcessor.from_pretrained(trained_dir)
+    batch = processor(audio=signals, sampling_rate=16000, return_tensors="pt")
+    explicit = model.generate(**batch, num_beams=3, ctc_weight=0.5, return_dict_in_generate=True)
+    model.generation_config.num_beams, model.generation_config.ctc_weight = 3, 0.5
+    model.save_pretrained(tmp_path)
+    loaded = SpeechSeqForConditionalGeneration.from_pretrained(tmp_path).eval()
+    implicit = loaded.generate(**batch, return_dict_in_generate=True)
+    assert torch.equal(explicit.sequences, implicit.sequences)
+    assert set(implicit.scorer_scores) == {"decoder", "ctc"}
+
+
+def test_seq2seq_trainer_predicts_with_our_beam_search(trained_dir, signals, tmp_path):
+    from datasets import Dataset
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    from speechseq.data import SpeechSeqDataCollator
+
+    model = SpeechSeqForConditionalGeneration.from_pretrained(trained_dir).eval()
+    processor = SpeechSeqProcessor.from_pretrained(trained_dir)
+    flac = []
+    for signal in signals:
+        soundfile.write(buffer := io.BytesIO(), signal, 16000, format="FLAC")
+        flac.append({"bytes": buffer.getvalue(), "path": None})
+    dataset = Dataset.from_dict({"audio": flac, "text": TRANSCRIPTS})
+    model.generation_config.ctc_weight = 0.5
+    args = Seq2SeqTrainingArguments(tmp_path, predict_with_generate=True, generation_num_beams=3, report_to=[],
+                                     per_device_eval_batch_size=2, use_cpu=True, remove_unused_columns=False)  # fmt: skip
+    trainer = Seq2SeqTrainer(model=model, args=args, data_collator=SpeechSeqDataCollator(processor),
+                             processing_class=processor)  # fmt: skip
+    predictions = trainer.predict(dataset).predictions
+    predictions[predictions == -100] = 0
+    assert processor.batch_decode(predictions, skip_special_tokens=True) == TRANSCRIPTS
+    calls = []
+    original = model._joint_search
+    model._joint_search = lambda *a, **k: calls.append(a[2]) or original(*a, **k)
+    trainer.predict(dataset)
+    assert calls and calls[0].num_beams == 3 and calls[0].ctc_weight == 0.5
