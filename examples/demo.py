@@ -1,13 +1,17 @@
 #!/usr/bin/env python
-"""`make demo`: build a TTS corpus, train a recogniser on the CPU, and measure it on voices it never heard.
+"""`make demo`: build a TTS corpus, train a recogniser and a language model on the CPU, and measure them on voices
+never heard.
 
 1. builds (or reuses) a corpus in `<output_dir>/corpus` with espeak-ng, flite and piper (what is installed);
 2. trains a small speechseq model with `speechseq-train` for a fixed number of steps (about a quarter of an hour on
-   2 cores);
-3. decodes `test_seen` and `test_unseen` greedily (the attention decoder, and the CTC head), transcribes three test
-   files through `pipeline("automatic-speech-recognition")`, prints a table and writes `<output_dir>/results.json`.
+   2 cores), then a character language model with `examples/run_lm.py` (a few minutes; the corpus's dev and test
+   sentences are held out of its text);
+3. decodes `test_seen` and `test_unseen` greedily (the attention decoder, and the CTC head) and with the joint beam
+   search (CTC prefix scores, then also the language model), transcribes three test files through
+   `pipeline("automatic-speech-recognition")` with the best decoding, prints a table and writes
+   `<output_dir>/results.json`.
 
-    python examples/demo.py --output_dir demo [--hours 2] [--max_steps 2600]
+    python examples/demo.py --output_dir demo [--hours 2] [--max_steps 2600] [--lm_steps 1200]
 """
 
 import argparse
@@ -16,13 +20,14 @@ import logging
 import time
 from pathlib import Path
 
-import jiwer
 import torch
 from transformers import pipeline
 
-from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor, load_audio
-from speechseq.data import SpeechSeqDataCollator, build_corpus
+from run_lm import main as train_lm
+from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
+from speechseq.data import build_corpus
 from speechseq.data.corpus import available_engines
+from speechseq.evaluation import error_rates, transcribe
 from speechseq.training import main as train
 
 logger = logging.getLogger("demo")
@@ -30,20 +35,22 @@ logger = logging.getLogger("demo")
 # The demo's model and schedule, tuned for ~15 minutes on 2 CPU cores (see the README's demo section).
 MODEL = {"d_model": 144, "encoder_layers": 6, "decoder_layers": 2, "encoder_ffn_dim": 576, "decoder_ffn_dim": 576,
          "subsampling_channels": 64, "ctc_weight": 0.3, "dropout": 0.05}  # fmt: skip
+# The language model: small enough to learn from the text sources in a few minutes.
+LM = {"d_model": 192, "decoder_layers": 3, "decoder_ffn_dim": 768, "dropout": 0.0}
+# Beam search weights, from `examples/tune_decoding.py` on 64 dev utterances of a model trained as above (see the
+# README): this decoder is still weak, so CTC carries most of the weight.
+BEAM = {"num_beams": 10, "ctc_weight": 0.7, "length_penalty": 0.0, "length_bonus": 1.0}
+FUSION = {"lm_weight": 0.15}
 
 
-def decode(model, processor, dataset, decoding: str, batch_size: int = 32) -> list[str]:
-    collate = SpeechSeqDataCollator(processor)
-    hypotheses = []
-    for start in range(0, len(dataset), batch_size):
-        batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-        # a character transcript is never longer than the encoder's frames: a bound for decoders that loop
-        longest = int(model._get_feat_extract_output_lengths(batch["attention_mask"].sum(-1)).max())
-        with torch.no_grad():
-            ids = model.generate(batch["input_features"], attention_mask=batch["attention_mask"], decoding=decoding,
-                                 max_new_tokens=longest)  # fmt: skip
-        hypotheses += processor.batch_decode(ids, skip_special_tokens=True)
-    return hypotheses
+def decodings(lm_dir: Path) -> dict[str, dict]:
+    """The demo's decodings by name, as generate() keyword arguments."""
+    return {
+        "greedy attention": {},
+        "greedy CTC": {"decoding": "ctc"},
+        "beam 10 + CTC": BEAM,
+        "beam 10 + CTC + LM": {**BEAM, **FUSION, "lm": str(lm_dir)},
+    }
 
 
 def main():
@@ -51,6 +58,7 @@ def main():
     parser.add_argument("--output_dir", default="demo")
     parser.add_argument("--hours", type=float, default=2.0, help="training audio of the corpus")
     parser.add_argument("--max_steps", type=int, default=2600)
+    parser.add_argument("--lm_steps", type=int, default=1200, help="language model training steps of 64 sentences")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.time()
@@ -61,7 +69,7 @@ def main():
         logger.warning("TTS engines found: %s (apt-get install espeak-ng flite needs root); the corpus uses those",
                        ", ".join(engines) or "none")  # fmt: skip
     corpus = build_corpus(out / "corpus", hours=args.hours, eval_utterances=200, seed=0, engines=engines)
-    model_dir = out / "model"
+    model_dir, lm_dir = out / "model", out / "lm"
     train_start = time.time()
     train([
         "--corpus_dir", str(out / "corpus"), "--output_dir", str(model_dir), "--preset", "small",
@@ -73,17 +81,29 @@ def main():
         "--dataloader_num_workers", "1", "--dataloader_persistent_workers", "--seed", "0",
     ])  # fmt: skip
     train_wall = time.time() - train_start
+    lm_start = time.time()
+    lm_results = train_lm([
+        "--tokenizer_name_or_path", str(model_dir), "--corpus_dir", str(out / "corpus"), "--output_dir", str(lm_dir),
+        "--preset", "small", "--config_overrides", json.dumps(LM), "--max_steps", str(args.lm_steps),
+        "--per_device_train_batch_size", "64", "--learning_rate", "3e-3", "--warmup_steps", "50",
+        "--lr_scheduler_type", "cosine", "--weight_decay", "0.01", "--save_steps", "200", "--save_total_limit", "1",
+        "--logging_steps", "50", "--report_to", "none", "--train_sampling_strategy", "group_by_length",
+        "--length_column_name", "length", "--seed", "0",
+    ])  # fmt: skip
+    lm_wall = time.time() - lm_start
 
     model = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = SpeechSeqProcessor.from_pretrained(model_dir)
-    results = {}
+    results, rtf = {}, {}
     for split in ("test_seen", "test_unseen"):
-        references = list(corpus[split]["text"])
-        for decoding in ("attention", "ctc"):
-            hypotheses = decode(model, processor, corpus[split], decoding)
-            results[f"cer_{split}_{decoding}"] = jiwer.cer(references, hypotheses)
-            results[f"wer_{split}_{decoding}"] = jiwer.wer(references, hypotheses)
-    best = min(("attention", "ctc"), key=lambda d: results[f"cer_test_unseen_{d}"])
+        references, audio_seconds = list(corpus[split]["text"]), sum(corpus[split]["duration"])
+        for name, options in decodings(lm_dir).items():
+            hypotheses, seconds = transcribe(model, processor, corpus[split], **options)
+            for metric, value in error_rates(references, hypotheses).items():
+                results[f"{metric}_{split}_{_key(name)}"] = value
+            rtf[f"rtf_{split}_{_key(name)}"] = seconds / audio_seconds
+    best = min(decodings(lm_dir), key=lambda name: results[f"cer_test_unseen_{_key(name)}"])
+    greedy = min(("greedy attention", "greedy CTC"), key=lambda name: results[f"cer_test_unseen_{_key(name)}"])
 
     asr = pipeline("automatic-speech-recognition", model=str(model_dir))
     (out / "samples").mkdir(exist_ok=True)
@@ -91,38 +111,60 @@ def main():
     for row in corpus["test_unseen"].select(range(3)):
         path = out / "samples" / f"{row['id']}.flac"
         path.write_bytes(row["audio"]["bytes"])
-        text = asr(str(path), generate_kwargs={"decoding": best})["text"]
+        text = asr(str(path), generate_kwargs=decodings(lm_dir)[best])["text"]
         rows.append((row["voice"], path.name, row["text"], text))
 
     train_hours = sum(corpus["train"]["duration"]) / 3600
     summary = {
         # greedy decoding with the better of the two heads on test_unseen
-        "cer_test_seen": results[f"cer_test_seen_{best}"],
-        "wer_test_seen": results[f"wer_test_seen_{best}"],
-        "cer_test_unseen": results[f"cer_test_unseen_{best}"],
-        "wer_test_unseen": results[f"wer_test_unseen_{best}"],
-        "decoding": f"greedy {best}",
+        "cer_test_seen": results[f"cer_test_seen_{_key(greedy)}"],
+        "wer_test_seen": results[f"wer_test_seen_{_key(greedy)}"],
+        "cer_test_unseen": results[f"cer_test_unseen_{_key(greedy)}"],
+        "wer_test_unseen": results[f"wer_test_unseen_{_key(greedy)}"],
+        "decoding": greedy,
+        # the best of every decoding on test_unseen
+        "cer_test_unseen_best": results[f"cer_test_unseen_{_key(best)}"],
+        "wer_test_unseen_best": results[f"wer_test_unseen_{_key(best)}"],
+        "best_decoding": best,
+        "decoding_options": {name: {k: v for k, v in o.items() if k != "lm"} for name, o in decodings(lm_dir).items()},
         **results,
+        **rtf,
         "train_wall_s": train_wall,
+        "lm_train_wall_s": lm_wall,
+        "lm_perplexity_per_character": lm_results["perplexity_per_character"],
         "total_wall_s": time.time() - start,
         "train_audio_hours": train_hours,
         "num_parameters": model.num_parameters(),
+        "lm_num_parameters": lm_results["num_parameters"],
         "model_dir": str(model_dir),
+        "lm_dir": str(lm_dir),
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    print(f"\nspeechseq demo: {summary['num_parameters'] / 1e6:.1f}M parameters, {train_hours:.2f} h of TTS speech, "
-          f"{train_wall / 60:.1f} min of training on {torch.get_num_threads()} threads\n")  # fmt: skip
-    print("| split | decoding | CER | WER |\n|---|---|---|---|")
+    report = [
+        f"speechseq demo: {summary['num_parameters'] / 1e6:.1f}M parameters, {train_hours:.2f} h of TTS speech, "
+        f"{train_wall / 60:.1f} min of training on {torch.get_num_threads()} threads; language model "
+        f"{lm_results['num_parameters'] / 1e6:.1f}M parameters, {lm_wall / 60:.1f} min, held-out perplexity "
+        f"{lm_results['perplexity_per_character']:.2f} per character",
+        "",
+        "| split | decoding | CER | WER | real-time factor |",
+        "|---|---|---|---|---|",
+    ]
     for split in ("test_seen", "test_unseen"):
-        for decoding in ("attention", "ctc"):
-            print(f"| {split} | greedy {decoding} | {results[f'cer_{split}_{decoding}']:.1%} | "
-                  f"{results[f'wer_{split}_{decoding}']:.1%} |")  # fmt: skip
-    print("\n| unseen voice | file | reference | pipeline transcript |\n|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    print(f"\nresults in {out / 'results.json'}; the model loads with pipeline('automatic-speech-recognition', "
-          f"model='{model_dir}')")  # fmt: skip
+        for name in decodings(lm_dir):
+            k = _key(name)
+            report.append(f"| {split} | {name} | {results[f'cer_{split}_{k}']:.1%} | {results[f'wer_{split}_{k}']:.1%} "
+                          f"| {rtf[f'rtf_{split}_{k}']:.3f} |")  # fmt: skip
+    report += ["", f"| unseen voice | file | reference | pipeline transcript ({best}) |", "|---|---|---|---|"]
+    report += ["| " + " | ".join(row) + " |" for row in rows]
+    report += ["", f"results in {out / 'results.json'}; the model loads with pipeline('automatic-speech-recognition', "
+                   f"model='{model_dir}')"]  # fmt: skip
+    logger.info("\n%s", "\n".join(report))
+
+
+def _key(name: str) -> str:
+    """'beam 10 + CTC + LM' -> 'beam10_ctc_lm': the results.json key of a decoding."""
+    return name.lower().replace("beam 10", "beam10").replace(" + ", "_").replace(" ", "_")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 """Shared fixtures: a char tokenizer, tiny models, band-limited test signals and a tiny model trained on them."""
 
+import io
+
 import numpy as np
 import pytest
+import soundfile
 import torch
+from datasets import Dataset
 
 from speechseq import (
     SpeechSeqConfig,
@@ -45,6 +49,15 @@ def signals():
     quantisation (so a FLAC copy carries the same features)."""
     noise = np.random.default_rng(0).standard_normal((2, 16000)).astype(np.float32) * 2e-3
     return [tone_signal([300, 900, 1700]) + noise[0], tone_signal([500, 1200, 2600, 3100]) + noise[1]]
+
+
+def signals_dataset(signals, texts=TRANSCRIPTS) -> Dataset:
+    """The test signals as the loaders give audio rows: FLAC bytes and their transcripts."""
+    flac = []
+    for signal in signals:
+        soundfile.write(buffer := io.BytesIO(), signal, 16000, format="FLAC")
+        flac.append({"bytes": buffer.getvalue(), "path": None})
+    return Dataset.from_dict({"audio": flac, "text": list(texts)})
 
 
 @pytest.fixture(scope="session")

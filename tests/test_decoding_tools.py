@@ -1,18 +1,15 @@
 """The language model trainer (examples/run_lm.py) and the fusion weight tuner (examples/tune_decoding.py)."""
 
-import io
 import json
 import shutil
 import sys
 from pathlib import Path
 
-import soundfile
 import torch
-from datasets import Dataset
 
 from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
 
-from conftest import TRANSCRIPTS
+from conftest import TRANSCRIPTS, signals_dataset
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
 import run_lm  # noqa: E402
@@ -60,11 +57,7 @@ def test_tune_decoding_ranks_the_grid_and_saves_the_best(trained_dir, signals, t
     shutil.copytree(trained_dir, model_dir)
     model = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = SpeechSeqProcessor.from_pretrained(model_dir)
-    flac = []
-    for signal in signals:
-        soundfile.write(buffer := io.BytesIO(), signal, 16000, format="FLAC")
-        flac.append({"bytes": buffer.getvalue(), "path": None})
-    dataset = Dataset.from_dict({"audio": flac, "text": TRANSCRIPTS})
+    dataset = signals_dataset(signals)
     # a "bonus" of -100 per token makes short hypotheses win: cut transcripts
     results = tune_decoding.tune(model, processor, dataset, 2, [0.0, 0.4], [0.0], [0.0, -100.0])
     assert len(results) == 4

@@ -1,11 +1,9 @@
 """Beam search, exactness first: against transformers' own searches, brute-force CTC sums and independent re-scoring."""
 
-import io
 import itertools
 import math
 
 import pytest
-import soundfile
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, GenerationMixin, pipeline
@@ -27,7 +25,7 @@ from speechseq.generation_speechseq import (
     beam_search,
 )
 
-from conftest import TRANSCRIPTS
+from conftest import TRANSCRIPTS, signals_dataset
 
 BLANK, EOS = 0, 1  # in the synthetic CTC problems below: labels are 2..V-1
 
@@ -366,18 +364,13 @@ def test_generation_config_options_are_saved_and_used(trained_dir, signals, tmp_
 
 
 def test_seq2seq_trainer_predicts_with_our_beam_search(trained_dir, signals, tmp_path):
-    from datasets import Dataset
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
     from speechseq.data import SpeechSeqDataCollator
 
     model = SpeechSeqForConditionalGeneration.from_pretrained(trained_dir).eval()
     processor = SpeechSeqProcessor.from_pretrained(trained_dir)
-    flac = []
-    for signal in signals:
-        soundfile.write(buffer := io.BytesIO(), signal, 16000, format="FLAC")
-        flac.append({"bytes": buffer.getvalue(), "path": None})
-    dataset = Dataset.from_dict({"audio": flac, "text": TRANSCRIPTS})
+    dataset = signals_dataset(signals)
     model.generation_config.ctc_weight = 0.5
     args = Seq2SeqTrainingArguments(tmp_path, predict_with_generate=True, generation_num_beams=3, report_to=[],
                                      per_device_eval_batch_size=2, use_cpu=True, remove_unused_columns=False)  # fmt: skip
