@@ -9,10 +9,11 @@ Methods (`bench/results/decoding.json`, a list of {"method", "rtf", "cer", "wer"
   beam10_ctc     + CTC prefix scores
   beam10_ctc_lm  + CTC prefix scores + the language model
   hf_beam10      transformers' GenerationMixin.generate(num_beams=10) on the same model
-The real-time factor is decoding seconds (encoder included, features not) over seconds of audio. Every method gets
-the same length limit (one token per encoder frame, plus the end token) and transformers' default length
-normalisation (length_penalty=1); the fused ones use the weights in the model's generation_config when
-examples/tune_decoding.py saved them, else --ctc_weight / --lm_weight / --length_bonus.
+The real-time factor is decoding seconds (encoder included, features not) over seconds of audio. Every method stops
+at one token per encoder frame plus the end token (per utterance in speechseq's searches, per batch in
+transformers'); beam10 and hf_beam10 use transformers' default length normalisation (length_penalty=1). The fused
+searches use the weights in the model's generation_config when examples/tune_decoding.py saved them, else
+--ctc_weight / --lm_weight / --length_bonus / --length_penalty (no normalisation by default, as ESPnet).
 """
 
 import argparse
@@ -50,6 +51,7 @@ def main():
     parser.add_argument("--ctc_weight", type=float, default=None)
     parser.add_argument("--lm_weight", type=float, default=None)
     parser.add_argument("--length_bonus", type=float, default=None)
+    parser.add_argument("--length_penalty", type=float, default=None, help="of the fused searches (default: 0)")
     parser.add_argument("--max_utterances", type=int, default=None)
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "decoding.json"))
     args = parser.parse_args()
@@ -67,14 +69,16 @@ def main():
     ctc = {"ctc_weight": args.ctc_weight if args.ctc_weight is not None else getattr(tuned, "ctc_weight", 0.3)}
     lm = {"lm": args.lm, "lm_weight": args.lm_weight if args.lm_weight is not None else getattr(tuned, "lm_weight", 0.3)}
     bonus = args.length_bonus if args.length_bonus is not None else getattr(tuned, "length_bonus", 0.0)
-    beam = {"num_beams": args.num_beams, "length_penalty": 1.0, "length_bonus": 0.0}
+    fused = {"num_beams": args.num_beams, "length_bonus": bonus, "length_penalty": (
+        args.length_penalty if args.length_penalty is not None else getattr(tuned, "length_penalty", 0.0))}
     methods = {
         "greedy": dict(num_beams=1, ctc_weight=0.0, lm_weight=0.0, length_bonus=0.0),
-        f"beam{args.num_beams}": dict(beam, ctc_weight=0.0, lm_weight=0.0),
-        f"beam{args.num_beams}_ctc": dict(beam, **ctc, lm_weight=0.0, length_bonus=bonus),
+        f"beam{args.num_beams}": dict(num_beams=args.num_beams, length_penalty=1.0, length_bonus=0.0, ctc_weight=0.0,
+                                      lm_weight=0.0),  # fmt: skip
+        f"beam{args.num_beams}_ctc": dict(fused, **ctc, lm_weight=0.0),
     }
     if args.lm:
-        methods[f"beam{args.num_beams}_ctc_lm"] = dict(beam, **ctc, **lm, length_bonus=bonus)
+        methods[f"beam{args.num_beams}_ctc_lm"] = dict(fused, **ctc, **lm)
     methods[f"hf_beam{args.num_beams}"] = dict(num_beams=args.num_beams, length_penalty=1.0)
 
     records = []

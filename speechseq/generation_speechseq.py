@@ -211,7 +211,7 @@ class LengthBonus(Scorer):
 @dataclass
 class _CTCState:
     utterances: torch.LongTensor  # (rows,)
-    r: torch.Tensor  # (frames, 2, rows) float64: log-prob of the prefix's alignments up to each frame, ending in its
+    r: torch.Tensor  # (frames, 2, rows): log-prob of the prefix's alignments up to each frame, ending in its
     # last label (0) or in a blank (1)
     prefix: torch.Tensor  # (rows,) log-prob of all alignments that begin with the prefix: log p_ctc(prefix... | x)
     last: torch.LongTensor  # (rows,) last label of the prefix, -1 for the empty one
@@ -225,7 +225,7 @@ class CTCPrefixScorer(PartialScorer):
     so that a finished hypothesis has collected exactly its CTC log-likelihood.
 
     Vectorised over rows x candidates; the forward recursion runs frame by frame from the first frame the new label
-    can occupy (a prefix of n labels needs n frames), in float64.
+    can occupy (a prefix of n labels needs n frames), in float32 as ESPnet (log space keeps it exact enough).
 
     Args:
         log_probs (`torch.Tensor` of shape `(batch, frames, vocab)`): CTC log-probabilities.
@@ -235,15 +235,15 @@ class CTCPrefixScorer(PartialScorer):
     """
 
     def __init__(self, log_probs, lengths, blank_token_id, eos_token_id, excluded_token_ids=()):
-        self.x = log_probs.double().transpose(0, 1).contiguous()  # (frames, batch, vocab)
+        self.x = log_probs.float().transpose(0, 1).contiguous()  # (frames, batch, vocab)
         self.lengths, self.blank, self.eos = lengths, blank_token_id, eos_token_id
         self.banned = torch.tensor(sorted({blank_token_id, *excluded_token_ids}), device=log_probs.device)
 
     def init_state(self, utterances):
         T, rows = self.x.shape[0], utterances.shape[0]
-        r = torch.full((T, 2, rows), NEG_INF, dtype=torch.float64, device=self.x.device)
+        r = torch.full((T, 2, rows), NEG_INF, device=self.x.device)
         r[:, 1] = self.x[:, utterances, self.blank].cumsum(0)  # the empty prefix: blanks only
-        zeros = torch.zeros(rows, dtype=torch.float64, device=self.x.device)
+        zeros = torch.zeros(rows, device=self.x.device)
         return _CTCState(utterances, r, zeros, torch.full((rows,), -1, device=self.x.device))
 
     def score_partial(self, tokens, candidates, state):
@@ -258,7 +258,7 @@ class CTCPrefixScorer(PartialScorer):
         phi = torch.where(repeat, r_b, torch.logaddexp(r_n, r_b))  # (T, rows, P)
 
         # r[t] = (logaddexp(r_n[t-1], phi[t-1]) + x[t, c], logaddexp(r_n[t-1], r_b[t-1]) + x[t, blank])
-        r = torch.full((T, 2, rows, P), NEG_INF, dtype=torch.float64, device=xc.device)
+        r = torch.full((T, 2, rows, P), NEG_INF, device=xc.device)
         if state.labels == 0:
             r[0, 0] = xc[0]  # the first label at the first frame
         for t in range(max(state.labels, 1), T):
