@@ -65,12 +65,16 @@ def main():
     references = list(dataset["text"])
     audio_seconds = sum(dataset["duration"])
 
-    tuned = model.generation_config
-    ctc = {"ctc_weight": args.ctc_weight if args.ctc_weight is not None else getattr(tuned, "ctc_weight", 0.3)}
-    lm = {"lm": args.lm, "lm_weight": args.lm_weight if args.lm_weight is not None else getattr(tuned, "lm_weight", 0.3)}
-    bonus = args.length_bonus if args.length_bonus is not None else getattr(tuned, "length_bonus", 0.0)
-    fused = {"num_beams": args.num_beams, "length_bonus": bonus, "length_penalty": (
-        args.length_penalty if args.length_penalty is not None else getattr(tuned, "length_penalty", 0.0))}
+    def weight(name, default):
+        """--name, else what tune_decoding.py saved in generation_config, else `default`."""
+        given = getattr(args, name)
+        saved = getattr(model.generation_config, name, None)
+        return given if given is not None else saved if saved is not None else default
+
+    ctc = {"ctc_weight": weight("ctc_weight", 0.3)}
+    lm = {"lm": args.lm, "lm_weight": weight("lm_weight", 0.3)}
+    fused = {"num_beams": args.num_beams, "length_bonus": weight("length_bonus", 0.0),
+             "length_penalty": weight("length_penalty", 0.0)}  # fmt: skip
     methods = {
         "greedy": dict(num_beams=1, ctc_weight=0.0, lm_weight=0.0, length_bonus=0.0),
         f"beam{args.num_beams}": dict(num_beams=args.num_beams, length_penalty=1.0, length_bonus=0.0, ctc_weight=0.0,
