@@ -405,6 +405,7 @@ def beam_search(
                 for k in range(options.num_return_sequences - len(pool)):
                     pool.append((running[a, k].item() / generated**options.length_penalty,
                                  tokens[a * K + k].tolist(), parts[a * K + k]))  # fmt: skip
+                pool.sort(key=lambda hypothesis: -hypothesis[0])
             elif len(pool) == K:
                 if options.early_stopping is True:
                     done[a] = True
