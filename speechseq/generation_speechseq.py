@@ -342,6 +342,8 @@ def beam_search(
     parts = torch.zeros(num_utterances * K, len(names), device=device)  # each scorer's total, per row
     states = {name: s.init_state(rows_utterance) for name, s in scorers.items()}
     finished: list[list[tuple[float, list[int], torch.Tensor]]] = [[] for _ in range(num_utterances)]
+    not_eos = torch.arange(V, device=device)
+    not_eos = not_eos[not_eos != eos_token_id]
 
     for generated in range(1, options.max_new_tokens + 1):  # `generated` counts the token this step adds
         A, N = len(active), len(active) * K
@@ -362,7 +364,8 @@ def beam_search(
 
         # An utterance's own limit, when tighter than max_new_tokens, is where its transcript must end: only [EOS].
         last = ((generated == limits[active]) & (limits[active] < options.max_new_tokens)).repeat_interleave(K)
-        total[last] = total[last].index_fill(1, _others(V, eos_token_id, device), NEG_INF)
+        if last.any():
+            total[last] = total[last].index_fill(1, not_eos, NEG_INF)
 
         # As transformers: the 2K best continuations of each utterance, so that K of them are still running even
         # when K end here; only those in the top K may join the finished ones.
@@ -390,7 +393,7 @@ def beam_search(
             del pool[K:]
 
         tokens = torch.cat([tokens[kept_rows], kept_tokens[:, None]], dim=1)
-        parts = parts[kept_rows] + torch.stack([step[n][kept_rows, kept_tokens] for n in names], dim=-1)
+        parts = top_parts[(kept + torch.arange(A, device=device)[:, None] * 2 * K).view(-1)]  # kept among the 2K
         running = kept_scores
         states = {name: s.select_state(states[name], kept_rows, kept_tokens) for name, s in scorers.items()}
 
@@ -440,12 +443,6 @@ def beam_search(
 
 # ---------------------------------------------------------------------------------------------------------------------
 # CTC alone
-
-
-def _others(vocab_size: int, token: int, device) -> torch.LongTensor:
-    """Every token id but `token`."""
-    ids = torch.arange(vocab_size, device=device)
-    return ids[ids != token]
 
 
 def ctc_prefix_beam_search(
