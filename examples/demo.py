@@ -11,7 +11,7 @@ never heard.
    `pipeline("automatic-speech-recognition")` with the best decoding, prints a table and writes
    `<output_dir>/results.json`.
 
-    python examples/demo.py --output_dir demo [--hours 2] [--max_steps 2600] [--lm_steps 1200]
+    python examples/demo.py --output_dir demo [--hours 2] [--max_steps 2600] [--lm_steps 1200] [--config_overrides JSON]
 """
 
 import argparse
@@ -59,6 +59,7 @@ def main():
     parser.add_argument("--hours", type=float, default=2.0, help="training audio of the corpus")
     parser.add_argument("--max_steps", type=int, default=2600)
     parser.add_argument("--lm_steps", type=int, default=1200, help="language model training steps of 64 sentences")
+    parser.add_argument("--config_overrides", default="{}", help="JSON of model fields over the demo's MODEL")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.time()
@@ -73,7 +74,7 @@ def main():
     train_start = time.time()
     train([
         "--corpus_dir", str(out / "corpus"), "--output_dir", str(model_dir), "--preset", "small",
-        "--config_overrides", json.dumps(MODEL), "--spec_augment_freq_masks", "0", "--spec_augment_time_masks", "0",
+        "--config_overrides", json.dumps({**MODEL, **json.loads(args.config_overrides)}), "--spec_augment_freq_masks", "0", "--spec_augment_time_masks", "0",
         "--do_train", "--max_steps", str(args.max_steps), "--per_device_train_batch_size", "16",
         "--learning_rate", "3e-3", "--warmup_steps", "200", "--lr_scheduler_type", "cosine", "--weight_decay", "0.01",
         "--save_steps", "400", "--save_total_limit", "1", "--logging_steps", "50", "--report_to", "tensorboard",
