@@ -129,17 +129,24 @@ def spec_augment(features: torch.Tensor, lengths: torch.Tensor, config: SpeechSe
     return features.masked_fill(masked & real[..., None], 0.0)
 
 
-class Conv2dSubsampling(nn.Module):
-    """Strided 2-D convolutions over (time, frequency), then a linear map to `d_model`; optionally a BiLSTM."""
+class ConvSubsampling(nn.Module):
+    """Strided convolutions that divide the frame rate by `subsampling_factor`, then a linear map to `d_model`;
+    optionally a BiLSTM. `"conv2d"` convolves (time, frequency) images with `subsampling_channels` maps (ESPnet);
+    `"conv1d"` convolves along time with the mel bins as channels (Speech2Text, Whisper). Both give the same number
+    of frames (`subsampled_lengths`)."""
 
     def __init__(self, config: SpeechSeqConfig):
         super().__init__()
+        self.two_d = config.subsampling == "conv2d"
         channels, freq = config.subsampling_channels, config.num_mel_bins
         self.convs = nn.ModuleList()
         for i, (kernel, stride) in enumerate(SUBSAMPLING_CONVS[config.subsampling_factor]):
-            self.convs.append(nn.Conv2d(1 if i == 0 else channels, channels, kernel, stride))
-            freq = (freq - kernel) // stride + 1
-        self.out = nn.Linear(channels * freq, config.d_model)
+            if self.two_d:
+                self.convs.append(nn.Conv2d(1 if i == 0 else channels, channels, kernel, stride))
+                freq = (freq - kernel) // stride + 1
+            else:
+                self.convs.append(nn.Conv1d(freq if i == 0 else channels, channels, kernel, stride))
+        self.out = nn.Linear(channels * freq if self.two_d else channels, config.d_model)
         self.lstm = (
             nn.LSTM(config.d_model, config.d_model // 2, batch_first=True, bidirectional=True)
             if config.subsampling_lstm
@@ -147,15 +154,19 @@ class Conv2dSubsampling(nn.Module):
         )
 
     def forward(self, input_features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        x = input_features.unsqueeze(1)  # (B, 1, T, F)
+        x = input_features.unsqueeze(1) if self.two_d else input_features.transpose(1, 2)  # (B, 1, T, F) / (B, F, T)
         for conv in self.convs:
-            x = F.relu(conv(x))  # (B, C, T', F')
-        B, C, T, Fr = x.shape
-        x = self.out(x.transpose(1, 2).reshape(B, T, C * Fr))  # (B, T', d_model)
+            x = F.relu(conv(x))  # (B, C, T', F') / (B, C, T')
+        if self.two_d:
+            B, C, T, Fr = x.shape
+            x = x.transpose(1, 2).reshape(B, T, C * Fr)
+        else:
+            x = x.transpose(1, 2)
+        x = self.out(x)  # (B, T', d_model)
         if self.lstm is not None:
             # Packed, so padding never flows backwards into an utterance's real frames.
             packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            x, _ = nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=T)
+            x, _ = nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[1])
         return x
 
 
@@ -291,7 +302,7 @@ class SpeechSeqPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False
 
     def _init_weights(self, module):
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
             # The subsampling convolutions feed ReLUs: He initialisation keeps their activations at unit scale, where
             # transformers' N(0, init_std) default shrinks them ~30x per layer and starves the encoder of audio.
             init.kaiming_normal_(module.weight, nonlinearity="relu")
@@ -314,7 +325,7 @@ class SpeechSeqEncoder(nn.Module):
     def __init__(self, config: SpeechSeqConfig):
         super().__init__()
         self.config = config
-        self.subsampling = Conv2dSubsampling(config)
+        self.subsampling = ConvSubsampling(config)
         self.layers = nn.ModuleList([SpeechSeqEncoderLayer(config) for _ in range(config.encoder_layers)])
         self.layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)

@@ -25,7 +25,7 @@ def test_small_preset_stays_within_the_assignments_30m_parameters(vocab_size):
         ("dropout", 1.5),
         ("ctc_weight", -0.1),
         ("activation_function", "tanh"),
-        ("subsampling", "conv1d"),
+        ("subsampling", "conv3d"),
         ("subsampling_factor", 3),
         ("ctc_loss_reduction", "none"),
         ("layer_norm_eps", 0.0),

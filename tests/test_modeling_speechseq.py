@@ -66,9 +66,10 @@ def test_loss_falls_on_a_fixed_batch(tokenizer):
     assert losses[-1] < 0.6 * losses[0]
 
 
+@pytest.mark.parametrize("subsampling", ["conv2d", "conv1d"])
 @pytest.mark.parametrize("factor", [2, 4, 6, 8])
-def test_output_lengths_are_exact_for_every_input_length(tokenizer, factor):
-    model = tiny_model(tokenizer, subsampling_factor=factor, encoder_layers=1)
+def test_output_lengths_are_exact_for_every_input_length(tokenizer, factor, subsampling):
+    model = tiny_model(tokenizer, subsampling=subsampling, subsampling_factor=factor, encoder_layers=1)
     minimum = model.config.min_input_frames
     with torch.no_grad():
         for frames in range(minimum, 401):
@@ -87,9 +88,9 @@ def test_input_longer_than_max_source_positions_raises(tokenizer):
         model(torch.randn(1, 100, 80), decoder_input_ids=torch.tensor([[3]]))
 
 
-@pytest.mark.parametrize("lstm", [False, True])
-def test_padding_in_a_batch_changes_nothing(tokenizer, lstm):
-    model = tiny_model(tokenizer, subsampling_lstm=lstm)
+@pytest.mark.parametrize("subsampling, lstm", [("conv2d", False), ("conv2d", True), ("conv1d", False)])
+def test_padding_in_a_batch_changes_nothing(tokenizer, subsampling, lstm):
+    model = tiny_model(tokenizer, subsampling=subsampling, subsampling_lstm=lstm)
     features, mask, labels = batch(len(tokenizer))
     with torch.no_grad():
         batched = model(features, attention_mask=mask, labels=labels)
