@@ -125,17 +125,19 @@ class PartialScorer(Scorer):
 
 @dataclass
 class _DecoderState:
-    utterances: torch.LongTensor  # (rows,) utterance of each row
-    cache: EncoderDecoderCache
-    encoder_hidden_states: torch.Tensor  # (rows, frames, d_model)
-    encoder_mask: torch.Tensor | None  # (rows, frames) bool; None without padding
+    utterances: torch.LongTensor  # (rows,) utterance of each row, in groups of `beams` consecutive rows
+    beams: int
+    cache: EncoderDecoderCache  # its cross-attention part holds one row per group
+    encoder_hidden_states: torch.Tensor  # (groups, frames, d_model)
+    encoder_mask: torch.Tensor | None  # (groups, frames) bool; None without padding
 
 
 class DecoderScorer(Scorer):
     """log p_att(token | hypothesis, audio) from the model's attention decoder, with its key/value cache.
 
     `model` exposes `decoder_step(input_ids, encoder_hidden_states, encoder_attention_mask, past_key_values)`
-    returning the last position's logits.
+    returning the last position's logits. When the rows come as equal groups of consecutive rows per utterance (the
+    beams), the encoder's states and their projected keys and values are kept once per utterance, not once per beam.
     """
 
     def __init__(self, model, encoder_hidden_states, encoder_mask, temperature=1.0, repetition_penalty=1.0):
@@ -143,8 +145,12 @@ class DecoderScorer(Scorer):
         self.encoder_hidden_states, self.encoder_mask = encoder_hidden_states, encoder_mask
 
     def init_state(self, utterances):
+        groups, counts = torch.unique_consecutive(utterances, return_counts=True)
+        beams = int(counts[0])
+        if not (counts == beams).all() or torch.unique(groups).numel() != groups.numel():
+            groups, beams = utterances, 1  # rows in no regular grouping: one copy per row
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        return _DecoderState(utterances, cache, self.encoder_hidden_states[utterances], _rows(self.encoder_mask, utterances))
+        return _DecoderState(utterances, beams, cache, self.encoder_hidden_states[groups], _rows(self.encoder_mask, groups))
 
     def score(self, tokens, state):
         # Only the newest token goes in: the cache holds the others (and the encoder's projected keys and values).
@@ -163,8 +169,12 @@ class DecoderScorer(Scorer):
             # Beams moved within their utterances: the encoder's keys and values are the same for all of them.
             state.cache.self_attention_cache.reorder_cache(rows)
             return state
-        state.cache.reorder_cache(rows)
-        return _DecoderState(utterances, state.cache, state.encoder_hidden_states[rows], _rows(state.encoder_mask, rows))
+        # Utterances left the batch, whole groups at a time (the search drops finished utterances).
+        groups = rows.view(-1, state.beams)[:, 0] // state.beams
+        state.cache.self_attention_cache.reorder_cache(rows)
+        state.cache.cross_attention_cache.reorder_cache(groups)
+        return _DecoderState(utterances, state.beams, state.cache, state.encoder_hidden_states[groups],
+                             _rows(state.encoder_mask, groups))  # fmt: skip
 
 
 def _rows(mask: torch.Tensor | None, rows: torch.LongTensor) -> torch.Tensor | None:
@@ -211,8 +221,8 @@ class LengthBonus(Scorer):
 @dataclass
 class _CTCState:
     utterances: torch.LongTensor  # (rows,)
-    r: torch.Tensor  # (frames, 2, rows): log-prob of the prefix's alignments up to each frame, ending in its
-    # last label (0) or in a blank (1)
+    r: torch.Tensor  # (frames, 2, rows): log-prob of the prefix's alignments up to each frame, ending in a blank (0)
+    # or in its last label (1)
     prefix: torch.Tensor  # (rows,) log-prob of all alignments that begin with the prefix: log p_ctc(prefix... | x)
     last: torch.LongTensor  # (rows,) last label of the prefix, -1 for the empty one
     labels: int = 0  # labels in the prefix (the same for every row: the search is label-synchronous)
@@ -224,8 +234,9 @@ class CTCPrefixScorer(PartialScorer):
     log p_ctc(g c ... | x) - log p_ctc(g ... | x), and for the end token log p_ctc(g | x) - log p_ctc(g ... | x),
     so that a finished hypothesis has collected exactly its CTC log-likelihood.
 
-    Vectorised over rows x candidates; the forward recursion runs frame by frame from the first frame the new label
-    can occupy (a prefix of n labels needs n frames), in float32 as ESPnet (log space keeps it exact enough).
+    Vectorised over rows x candidates; the forward recursion runs frame by frame, from the first frame the new label
+    can occupy (a prefix of n labels needs n frames) to the last real frame of the longest utterance among the rows,
+    in float32 as ESPnet (log space keeps it exact enough).
 
     Args:
         log_probs (`torch.Tensor` of shape `(batch, frames, vocab)`): CTC log-probabilities.
@@ -242,41 +253,50 @@ class CTCPrefixScorer(PartialScorer):
     def init_state(self, utterances):
         T, rows = self.x.shape[0], utterances.shape[0]
         r = torch.full((T, 2, rows), NEG_INF, device=self.x.device)
-        r[:, 1] = self.x[:, utterances, self.blank].cumsum(0)  # the empty prefix: blanks only
+        r[:, 0] = self.x[:, utterances, self.blank].cumsum(0)  # the empty prefix: blanks only
         zeros = torch.zeros(rows, device=self.x.device)
         return _CTCState(utterances, r, zeros, torch.full((rows,), -1, device=self.x.device))
 
     def score_partial(self, tokens, candidates, state):
         T, (rows, P) = self.x.shape[0], candidates.shape
         utterances = state.utterances
+        lengths = self.lengths[utterances]
         xc = self.x[:, utterances[:, None], candidates]  # (T, rows, P): only the candidates' columns, never (T, rows, V)
-        x = torch.stack([xc, self.x[:, utterances, self.blank][..., None].expand(T, rows, P)], dim=1)  # (T, 2, rows, P)
-        r_n, r_b = state.r[:, 0, :, None], state.r[:, 1, :, None]  # (T, rows, 1)
+        r_b, r_n = state.r[:, 0, :, None], state.r[:, 1, :, None]  # (T, rows, 1)
         # phi[t]: the prefix is complete at frame t and may be followed by c; after a repeat of its last label only
         # through a blank.
         repeat = (candidates == state.last[:, None])[None]  # (1, rows, P)
         phi = torch.where(repeat, r_b, torch.logaddexp(r_n, r_b))  # (T, rows, P)
 
-        # r[t] = (logaddexp(r_n[t-1], phi[t-1]) + x[t, c], logaddexp(r_n[t-1], r_b[t-1]) + x[t, blank])
-        r = torch.full((T, 2, rows, P), NEG_INF, device=xc.device)
+        # The new prefix's r[t] = (logaddexp(r_n[t-1], r_b[t-1]) + x[t, blank], logaddexp(r_n[t-1], phi[t-1]) + x[t, c]),
+        # from z[t] = (r_b, phi, r_n): two operations a frame, and the new r is the view z[:, ::2].
+        z = torch.full((T, 3, rows, P), NEG_INF, device=xc.device)
+        z[:, 1] = phi
         if state.labels == 0:
-            r[0, 0] = xc[0]  # the first label at the first frame
-        for t in range(max(state.labels, 1), T):
-            torch.add(torch.logaddexp(r[t - 1, :1], torch.stack([phi[t - 1], r[t - 1, 1]])), x[t], out=r[t])
+            z[0, 2] = xc[0]  # the first label at the first frame
+        x = torch.stack([self.x[:, utterances, self.blank][..., None].expand(T, rows, P), xc], dim=1)  # (T, 2, rows, P)
+        end = int(lengths.max())  # frames from here on belong to no row's utterance
+        pair = torch.empty(2, rows, P, device=xc.device)
+        # per-frame views made once: slicing inside the loop costs as much as the arithmetic
+        label_ends, pairs, outs, xs = z[:, 2:].unbind(0), z[:, :2].unbind(0), z[:, ::2].unbind(0), x.unbind(0)
+        for t in range(max(state.labels, 1), end):
+            torch.logaddexp(label_ends[t - 1], pairs[t - 1], out=pair)
+            torch.add(pair, xs[t], out=outs[t])
 
-        # The prefix g c ...: c first emitted at some real frame t, anything after.
-        start = torch.full_like(phi[:1], 0.0 if state.labels == 0 else NEG_INF)  # phi[-1]: log 1 for the empty prefix
-        phi_before = torch.cat([start, phi[:-1]])
-        real = torch.arange(T, device=xc.device)[:, None] < self.lengths[utterances][None]  # (T, rows)
-        prefix = torch.logsumexp((phi_before + xc).masked_fill(~real[..., None], NEG_INF), dim=0)  # (rows, P)
-        last_frame = (self.lengths[utterances] - 1)[None, :, None]  # the whole of g, ending at the last real frame
+        # The prefix g c ...: c first emitted at some real frame t >= labels (g needs the frames before), anything
+        # after; phi[-1] is log 1 for the empty prefix.
+        first = state.labels
+        phi_before = phi[first - 1 : end - 1] if first else torch.cat([torch.zeros_like(phi[:1]), phi[: end - 1]])
+        real = torch.arange(first, end, device=xc.device)[:, None] < lengths[None]  # (frames, rows)
+        prefix = torch.logsumexp((phi_before + xc[first:end]).masked_fill(~real[..., None], NEG_INF), dim=0)
+        last_frame = (lengths - 1)[None, :, None]  # the whole of g, ending at the last real frame
         complete = torch.logaddexp(r_n.gather(0, last_frame), r_b.gather(0, last_frame))[0]  # (rows, 1)
         prefix = torch.where(candidates == self.eos, complete, prefix)
         prefix = prefix.masked_fill(torch.isin(candidates, self.banned), NEG_INF)
 
         # A prefix CTC cannot align stays impossible (-inf, not -inf - -inf = nan, which topk would rank first).
         scores = (prefix - state.prefix[:, None]).masked_fill(state.prefix[:, None] == NEG_INF, NEG_INF).float()
-        return scores, _CTCState(utterances, r, prefix, state.last, state.labels, candidates)
+        return scores, _CTCState(utterances, z[:, ::2], prefix, state.last, state.labels, candidates)
 
     def select_state(self, state, rows, tokens):
         if state.candidates is None:  # rows only (the search dropping finished utterances)

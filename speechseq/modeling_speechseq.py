@@ -173,7 +173,10 @@ class ConvSubsampling(nn.Module):
 class SpeechSeqAttention(nn.Module):
     """Multi-head attention through `scaled_dot_product_attention`; the explicit path returns the weights.
 
-    Masks are boolean, broadcastable to (B, heads, T_query, T_key), True where a query may attend.
+    Masks are boolean, broadcastable to (B, heads, T_query, T_key), True where a query may attend. In
+    cross-attention, `key_value_states` (or the cached keys and values) may have fewer rows than the queries: then each
+    of them serves a group of consecutive query rows (the beams of one utterance), which beam search uses to keep one
+    copy of the encoder's keys and values per utterance instead of one per beam; the mask then has their rows.
     """
 
     def __init__(self, d_model: int, num_heads: int, dropout: float, layer_idx: int | None = None):
@@ -204,6 +207,10 @@ class SpeechSeqAttention(nn.Module):
                 k, v = past_key_values.cross_attention_cache.update(k, v, self.layer_idx)
                 past_key_values.is_updated[self.layer_idx] = True
 
+        rows, queries = q.shape[0], q.shape[2]
+        group = rows // k.shape[0]
+        if group > 1:  # (U * group, heads, T_query, head_dim) -> (U, heads, group * T_query, head_dim)
+            q = q.unflatten(0, (-1, group)).transpose(1, 2).flatten(2, 3)
         dropout = self.dropout if self.training else 0.0
         if output_attentions:
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, heads, T_query, T_key)
@@ -213,6 +220,8 @@ class SpeechSeqAttention(nn.Module):
             y = weights @ v
         else:
             y, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout), None
+        if group > 1:
+            y = y.unflatten(2, (group, queries)).transpose(1, 2).flatten(0, 1)
         y = y.transpose(1, 2).reshape(*x.shape[:2], -1)  # (B, T_query, d_model)
         return self.out_proj(y), weights
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM, GenerationMixin, pipeline
+from transformers import AutoModelForCausalLM, DynamicCache, EncoderDecoderCache, GenerationMixin, pipeline
 
 from speechseq import (
     SpeechSeqConfig,
@@ -290,6 +290,24 @@ def test_cached_scorers_equal_uncached():
     uncached = run(UncachedDecoder(model, encoder, enc_mask), UncachedLM(lm))
     assert torch.equal(cached.sequences, uncached.sequences)
     torch.testing.assert_close(cached.sequences_scores, uncached.sequences_scores, rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_beams_sharing_one_copy_of_the_encoder_states_equal_one_copy_per_beam():
+    model = _small(5)
+    encoder, lengths = model.encode(*features([30, 21], 5))
+    mask = torch.arange(encoder.shape[1]) < lengths[:, None]
+    tokens = torch.randint(5, 12, (2 * 3, 4), generator=torch.Generator().manual_seed(5))  # 3 beams per utterance
+
+    def steps(encoder_states, encoder_mask):
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        return torch.stack([model.decoder_step(tokens[:, t : t + 1], encoder_states, encoder_mask, cache)
+                            for t in range(tokens.shape[1])])  # fmt: skip
+
+    shared = steps(encoder, mask)  # 2 rows of encoder states for 6 rows of tokens
+    repeated = steps(encoder.repeat_interleave(3, 0), mask.repeat_interleave(3, 0))
+    torch.testing.assert_close(shared, repeated)
+    assert not torch.allclose(shared[:, :3], shared[:, 3:])  # and the two utterances do differ
 
 
 def test_a_mismatched_language_model_raises_saying_what_differs():
