@@ -75,7 +75,8 @@ def main():
     train_start = time.time()
     train([
         "--corpus_dir", str(out / "corpus"), "--output_dir", str(model_dir), "--preset", "small",
-        "--config_overrides", json.dumps({**MODEL, **json.loads(args.config_overrides)}), "--spec_augment_freq_masks", "0", "--spec_augment_time_masks", "0",
+        "--config_overrides", json.dumps({**MODEL, **json.loads(args.config_overrides)}),
+        "--spec_augment_freq_masks", "0", "--spec_augment_time_masks", "0",
         "--do_train", "--max_steps", str(args.max_steps), "--per_device_train_batch_size", "16",
         "--learning_rate", "3e-3", "--warmup_steps", "200", "--lr_scheduler_type", "cosine", "--weight_decay", "0.01",
         "--save_steps", "400", "--save_total_limit", "1", "--logging_steps", "50", "--report_to", "tensorboard",
