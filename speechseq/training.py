@@ -2,8 +2,9 @@
 `examples/run_speech_recognition_seq2seq.py`.
 
 In the style of transformers' `run_speech_recognition_seq2seq.py`: three argument groups (model, data,
-`Seq2SeqTrainingArguments`), parsed from the command line or one JSON file. It runs as it is on one CPU, and under
-`accelerate launch` on many processes, GPUs or machines (DDP; `--bf16`, `--fp16`, `--gradient_accumulation_steps`).
+`Seq2SeqTrainingArguments` plus `--max_train_minutes`, a wall-clock budget), parsed from the command line or one JSON
+file. It runs as it is on one CPU, and under `accelerate launch` on many processes, GPUs or machines (DDP; `--bf16`,
+`--fp16`, `--gradient_accumulation_steps`).
 
     speechseq-train --corpus_dir corpus --output_dir model --preset small --tokenizer_kind char \\
         --per_device_train_batch_size 32 --learning_rate 1e-3 --max_steps 20000 --eval_strategy steps \\
@@ -15,13 +16,15 @@ import json
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 import transformers
 from datasets import Dataset, load_dataset
-from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
 
 from .configuration_speechseq import SpeechSeqConfig
 from .data.collator import SpeechSeqDataCollator
@@ -40,7 +43,8 @@ from .modeling_speechseq import SpeechSeqForConditionalGeneration
 from .processing_speechseq import SpeechSeqProcessor
 from .tokenization_speechseq import load_tokenizer, special_token_ids, train_tokenizer
 
-__all__ = ["ModelArguments", "DataArguments", "main", "build_processor_and_model", "load_split"]
+__all__ = ["ModelArguments", "DataArguments", "SpeechSeqTrainingArguments", "WallClockBudget", "main",
+           "build_processor_and_model", "load_split"]
 
 logger = logging.getLogger("speechseq.training")
 
@@ -101,6 +105,36 @@ class DataArguments:
         given = {"corpus_dir": self.corpus_dir, "assignment_root": self.assignment_root,
                  "dataset_name": self.dataset_name, "train_manifest": self.train_manifest or self.eval_manifest}
         return [name for name, value in given.items() if value]  # fmt: skip
+
+
+@dataclass
+class SpeechSeqTrainingArguments(Seq2SeqTrainingArguments):
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={"help": "Stop training after this many wall-clock minutes of this run, then save as at the end "
+                  "(for equal-time comparisons; --max_steps still sets the learning-rate schedule)."},
+    )
+
+
+class WallClockBudget(TrainerCallback):
+    """Ends training once `minutes` of wall-clock time have passed since training began in this process. Under
+    several processes the main process's clock decides and the others follow, so that all stop at the same step."""
+
+    def __init__(self, minutes: float):
+        self.seconds = 60 * minutes
+        self.began = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.began = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        spent = [time.monotonic() - self.began >= self.seconds]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast_object_list(spent, src=0)
+        if spent[0]:
+            logger.info("stopping at step %d: the %.1f-minute budget is spent", state.global_step, self.seconds / 60)
+            control.should_training_stop = True
+        return control
 
 
 def load_split(data: DataArguments, split: str, manifest: str | None = None) -> Dataset:
@@ -208,7 +242,7 @@ def _feature_stream(rows):
 
 
 def main(argv=None):
-    parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqTrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, SpeechSeqTrainingArguments))
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and argv[0].endswith(".json"):
         model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(argv[0]))
@@ -283,6 +317,7 @@ def main(argv=None):
         data_collator=SpeechSeqDataCollator(processor),
         processing_class=processor,
         compute_metrics=compute_metrics if training_args.predict_with_generate else None,
+        callbacks=[WallClockBudget(training_args.max_train_minutes)] if training_args.max_train_minutes else None,
     )
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint)

@@ -1,9 +1,11 @@
-"""The training program: Seq2SeqTrainer end to end, under accelerate with two processes, bf16 on the CPU, and a
-run killed with SIGKILL that resumes from its last checkpoint."""
+"""The training program: Seq2SeqTrainer end to end, under accelerate with two processes, bf16 on the CPU, a
+wall-clock budget, and a run killed with SIGKILL that resumes from its last checkpoint."""
 
 import json
+import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,10 +13,11 @@ import time
 import numpy as np
 import pytest
 import soundfile
-from transformers import pipeline
+import torch
+from transformers import TrainerControl, TrainerState, pipeline
 
 from speechseq import SpeechSeqFeatureExtractor
-from speechseq.training import main
+from speechseq.training import WallClockBudget, main
 
 from conftest import TRANSCRIPTS
 
@@ -81,6 +84,40 @@ def test_accelerate_launch_with_two_cpu_processes(manifest, tmp_path):
                   for d in (single, out)]  # fmt: skip
     assert abs(first_loss[0] - first_loss[1]) < 0.5
     assert pipeline("automatic-speech-recognition", model=str(out))
+
+
+def test_a_wall_clock_budget_stops_training_and_saves_the_model(manifest, tmp_path):
+    out = tmp_path / "budget"
+    main([*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "1000",
+          "--save_steps", "1000", "--max_train_minutes", "1e-6"])  # fmt: skip
+    # the budget is checked after every step: one step spends it
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 1
+    assert pipeline("automatic-speech-recognition", model=str(out))
+
+
+def _budget_decisions(rank, port, decisions):
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    for spent_on in (0, 1):  # the budget is spent by one process's clock, not by the other's
+        budget = WallClockBudget(minutes=1.0)
+        budget.on_train_begin(None, None, None)
+        if rank == spent_on:
+            budget.began -= 120
+        control = budget.on_step_end(None, TrainerState(), TrainerControl())
+        decisions[(spent_on, rank)] = control.should_training_stop
+    torch.distributed.destroy_process_group()
+
+
+def test_a_wall_clock_budget_stops_every_process_at_the_same_step():
+    # processes that disagreed would hang: the one left training waits at its next all-reduce for ever
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with multiprocessing.Manager() as manager:
+        decisions = manager.dict()
+        torch.multiprocessing.spawn(_budget_decisions, args=(port, decisions), nprocs=2)
+        decisions = dict(decisions)
+    # the main process's clock decides for all
+    assert decisions == {(0, 0): True, (0, 1): True, (1, 0): False, (1, 1): False}
 
 
 def test_bf16_on_the_cpu(manifest, tmp_path):
