@@ -8,7 +8,8 @@ never heard.
    sentences are held out of its text);
 3. decodes `test_seen` and `test_unseen` greedily (the attention decoder, and the CTC head) and with the joint beam
    search (CTC prefix scores, then also the language model), transcribes three test files through
-   `pipeline("automatic-speech-recognition")` with the best decoding, prints a table and writes
+   `pipeline("automatic-speech-recognition")` with the best decoding (saved into the model's generation_config, so
+   that the pipeline, `generate()` and the Trainer decode that way by default), prints a table and writes
    `<output_dir>/results.json`.
 
     python examples/demo.py --output_dir demo [--hours 2] [--max_steps 2600] [--lm_steps 2400] [--config_overrides JSON]
@@ -108,13 +109,17 @@ def main():
     best = min(decodings(lm_dir), key=lambda name: results[f"cer_test_unseen_{_key(name)}"])
     greedy = min(("greedy attention", "greedy CTC"), key=lambda name: results[f"cer_test_unseen_{_key(name)}"])
 
+    # the best decoding becomes the model's own: generate(), the pipeline and the Trainer use it from now on
+    for name, value in decodings(lm_dir)[best].items():
+        setattr(model.generation_config, name, str(Path(value).resolve()) if name == "lm" else value)
+    model.generation_config.save_pretrained(model_dir)
     asr = pipeline("automatic-speech-recognition", model=str(model_dir))
     (out / "samples").mkdir(exist_ok=True)
     rows = []
     for row in corpus["test_unseen"].select(range(3)):
         path = out / "samples" / f"{row['id']}.flac"
         path.write_bytes(row["audio"]["bytes"])
-        text = asr(str(path), generate_kwargs=decodings(lm_dir)[best])["text"]
+        text = asr(str(path))["text"]
         rows.append((row["voice"], path.name, row["text"], text))
 
     train_hours = sum(corpus["train"]["duration"]) / 3600
