@@ -7,7 +7,7 @@ TORCH := torch==2.13.0
 # TTS engines and English text for the corpus builder, from Debian.
 APT_PACKAGES := espeak-ng flite fortunes fortunes-min wordnet-base
 
-.PHONY: install system-packages test demo bench clean
+.PHONY: install system-packages test demo bench bench-full clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,17 @@ test: install system-packages
 demo: install system-packages
 	$(BIN)/python examples/demo.py --output_dir demo
 
-bench: install
-	$(BIN)/python bench/feature_extraction.py
+# the pretrained references of bench/pretrained.py (Whisper tiny.en, PocketSphinx)
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet $(TORCH) -e ".[test,bench]"
+	touch $@
+
+# the whole benchmark suite, small (a sanity check, under 15 minutes) or full (the README's figures, hours)
+bench: $(VENV)/.bench-installed system-packages
+	$(BIN)/python bench/run.py --quick
+
+bench-full: $(VENV)/.bench-installed system-packages
+	$(BIN)/python bench/run.py --full
 
 clean:
-	rm -rf $(VENV) demo *.egg-info
+	rm -rf $(VENV) demo bench/work *.egg-info

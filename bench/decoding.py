@@ -18,26 +18,15 @@ searches use the weights in the model's generation_config when examples/tune_dec
 
 import argparse
 import functools
-import json
 import logging
-import os
-import platform
-from pathlib import Path
-
-import torch
-from transformers import GenerationMixin
 
 from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
 from speechseq.data import load_corpus
 from speechseq.evaluation import error_rates, transcribe
 
+from common import builtin_generate, decoding_option, write_results
+
 logger = logging.getLogger("bench.decoding")
-
-
-def builtin_beam_search(model, input_features, attention_mask=None, **kwargs):
-    """transformers' own generate(), bypassing speechseq's override, with speechseq's length limit."""
-    most = int(model._get_feat_extract_output_lengths(attention_mask.sum(-1)).max()) + 1
-    return GenerationMixin.generate(model, input_features, attention_mask=attention_mask, max_new_tokens=most, **kwargs)
 
 
 def main():
@@ -53,7 +42,7 @@ def main():
     parser.add_argument("--length_bonus", type=float, default=None)
     parser.add_argument("--length_penalty", type=float, default=None, help="of the fused searches (default: 0)")
     parser.add_argument("--max_utterances", type=int, default=None)
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "decoding.json"))
+    parser.add_argument("--output", help="default: bench/results/decoding.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -66,10 +55,7 @@ def main():
     audio_seconds = sum(dataset["duration"])
 
     def weight(name, default):
-        """--name, else what tune_decoding.py saved in generation_config, else `default`."""
-        given = getattr(args, name)
-        saved = getattr(model.generation_config, name, None)
-        return given if given is not None else saved if saved is not None else default
+        return decoding_option(model, name, getattr(args, name), default)
 
     ctc = {"ctc_weight": weight("ctc_weight", 0.3)}
     lm = {"lm": args.lm, "lm_weight": weight("lm_weight", 0.3)}
@@ -87,7 +73,7 @@ def main():
 
     records = []
     for method, options in methods.items():
-        generate = functools.partial(builtin_beam_search, model) if method.startswith("hf_") else None
+        generate = functools.partial(builtin_generate, model) if method.startswith("hf_") else None
         hypotheses, seconds = transcribe(model, processor, dataset, args.batch_size, generate=generate, **options)
         rates = error_rates(references, hypotheses)
         record = {"method": method, "rtf": seconds / audio_seconds, **rates, "decode_s": seconds,
@@ -95,13 +81,9 @@ def main():
         logger.info("%-16s rtf %.4f  cer %.2f%%  wer %.2f%%", method, record["rtf"], 100 * rates["cer"], 100 * rates["wer"])
         records.append(record)
 
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}  # fmt: skip
     for record in records:
-        record.update(split=args.split, utterances=len(dataset), audio_s=audio_seconds, batch_size=args.batch_size,
-                      machine=machine)  # fmt: skip
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(records, indent=2) + "\n")
+        record.update(split=args.split, utterances=len(dataset), audio_s=audio_seconds, batch_size=args.batch_size)
+    write_results("decoding", records, args.output)
     greedy, ours, theirs = records[0], records[1], records[-1]
     logger.info("beam%d / transformers' beam%d time: %.2f (target <= 0.8)", args.num_beams, args.num_beams,
                 ours["decode_s"] / theirs["decode_s"])  # fmt: skip

@@ -8,18 +8,15 @@ audio-seconds per CPU-second (process time, all threads counted), best of `--rep
 """
 
 import argparse
-import json
 import logging
-import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
 from transformers import Speech2TextFeatureExtractor
 
 from speechseq import SpeechSeqFeatureExtractor
+
+from common import write_results
 
 logger = logging.getLogger("bench.feature_extraction")
 
@@ -53,7 +50,7 @@ def main():
     parser.add_argument("--clips", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "feature_extraction.json"))
+    parser.add_argument("--output", help="default: bench/results/feature_extraction.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -72,13 +69,9 @@ def main():
         "speechseq_audio_s_per_cpu_s": throughput(lambda x: ours(x, sampling_rate=16000), audio, args.repeats),
         "speech2text_audio_s_per_cpu_s": throughput(lambda x: theirs(x, sampling_rate=16000), audio, args.repeats),
         "max_abs_feature_difference": difference,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
-        f"{torch.get_num_threads()}",
-        "date": time.strftime("%Y-%m-%d"),
     }
     result["speedup"] = result["speechseq_audio_s_per_cpu_s"] / result["speech2text_audio_s_per_cpu_s"]
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    write_results("feature_extraction", result, args.output)
     logger.info(
         "speechseq %.0f audio-s/CPU-s, Speech2Text %.0f audio-s/CPU-s: %.1fx (max feature difference %.2e)",
         result["speechseq_audio_s_per_cpu_s"], result["speech2text_audio_s_per_cpu_s"], result["speedup"], difference,

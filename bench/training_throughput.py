@@ -11,18 +11,16 @@ steps (greedy decoding of 50 dev utterances).
 import argparse
 import json
 import logging
-import os
 import math
-import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from safetensors import safe_open
 
 from speechseq.data import load_corpus
+
+from common import run_process, write_results
 
 logger = logging.getLogger("bench.training_throughput")
 
@@ -37,12 +35,7 @@ def run(architecture: str, args, output_dir: Path) -> dict:
         "--logging_steps", "10", "--seed", "0", "--train_sampling_strategy", "group_by_length",
         "--length_column_name", "length", "--dataloader_num_workers", "1", "--generation_max_length", "120",
     ]  # fmt: skip
-    start = time.time()
-    process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)  # the rusage of this child alone
-    if status != 0:
-        raise RuntimeError(f"{' '.join(command)} failed with status {status}")
-    wall = time.time() - start
+    result = run_process(command, output_dir.parent / f"{architecture}.log")
     with safe_open(output_dir / "model.safetensors", "pt") as weights:
         parameters = sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
     train = json.loads((output_dir / "train_results.json").read_text())
@@ -50,11 +43,10 @@ def run(architecture: str, args, output_dir: Path) -> dict:
     return {
         "train_runtime_s": train["train_runtime"],
         "train_samples_per_s": train["train_samples_per_second"],
-        "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports kB
         "parameters_stored": parameters,
         "dev_cer": evaluation["eval_cer"],
         "dev_wer": evaluation["eval_wer"],
-        "process_wall_s": wall,
+        **result,
     }
 
 
@@ -64,7 +56,7 @@ def main():
     parser.add_argument("--preset", default="small")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "training_throughput.json"))
+    parser.add_argument("--output", help="default: bench/results/training_throughput.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -86,11 +78,8 @@ def main():
         "mean_utterance_s": mean_duration,
         "results": results,
         "throughput_ratio": results["speechseq"]["audio_s_per_wall_s"] / results["speech2text"]["audio_s_per_wall_s"],
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "date": time.strftime("%Y-%m-%d"),
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    write_results("training_throughput", report, args.output)
     logger.info("speechseq / Speech2Text training throughput: %.2fx", report["throughput_ratio"])
 
 

@@ -1,0 +1,167 @@
+"""Accuracy at an equal training budget: speechseq's `small` preset against transformers' Speech2Text of the same
+shape, each trained by `speechseq-train` on the same corpus with the same flags for the same wall-clock minutes.
+
+    python bench/equal_budget.py --corpus_dir bench/work/corpus --work_dir bench/work --minutes 45 \\
+        --throughput bench/results/training_throughput.json
+
+Each model trains in a process of its own until `--minutes` are spent (`--max_train_minutes`); its learning-rate
+schedule (warm-up, cosine) is sized to the steps it can take in that time, from the training-throughput benchmark's
+measured rate (`--throughput`) or `--max_steps`. SpecAugment is off for both (Speech2Text has none; at these budgets
+it slows learning). Then, for speechseq: a character language model (`examples/run_lm.py`, not counted in the
+budget), fusion weights tuned on dev (`examples/tune_decoding.py`), and decoding of `test_seen` / `test_unseen`:
+  speechseq   greedy (attention decoder), greedy_ctc (the CTC head), best (beam + CTC + LM, the tuned weights)
+  speech2text greedy, beam10 (transformers' beam search: its best)
+Written to `bench/results/equal_budget.json`.
+"""
+
+import argparse
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+from transformers import AutoModelForSpeechSeq2Seq
+
+from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
+from speechseq.data import load_corpus
+from speechseq.evaluation import error_rates, transcribe
+
+from common import builtin_generate, run_process, write_results
+
+logger = logging.getLogger("bench.equal_budget")
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+# the demo's language model recipe (examples/demo.py)
+LM = {"d_model": 128, "decoder_layers": 2, "decoder_ffn_dim": 512, "dropout": 0.0}
+
+
+def train(architecture: str, args, output_dir: Path, max_steps: int) -> dict:
+    command = [
+        sys.executable, "-m", "speechseq.training", "--corpus_dir", args.corpus_dir, "--output_dir", str(output_dir),
+        "--architecture", architecture, "--preset", args.preset, "--do_train",
+        "--max_steps", str(max_steps), "--max_train_minutes", str(args.minutes),
+        "--per_device_train_batch_size", str(args.batch_size), "--learning_rate", str(args.learning_rate),
+        "--warmup_steps", str(max(1, max_steps // 10)), "--lr_scheduler_type", "cosine", "--weight_decay", "0.01",
+        "--spec_augment_freq_masks", "0", "--spec_augment_time_masks", "0", "--save_strategy", "no",
+        "--report_to", "none", "--logging_steps", "50", "--seed", "0", "--train_sampling_strategy", "group_by_length",
+        "--length_column_name", "length", "--dataloader_num_workers", "1",
+    ]  # fmt: skip
+    result = run_process(command, output_dir.with_suffix(".log"))
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    return {"max_steps": max_steps, "steps": state["global_step"], "epochs": state["epoch"], **result}
+
+
+def planned_steps(architecture: str, args) -> int:
+    """Steps that fill `--minutes` at the rate the throughput benchmark measured (5% over: the budget stops it)."""
+    if args.max_steps:
+        return args.max_steps
+    if not args.throughput:
+        raise ValueError("give --throughput (a training_throughput.json) or --max_steps to size the schedules")
+    measured = json.loads(Path(args.throughput).read_text())["results"][architecture]
+    steps_per_s = measured["train_samples_per_s"] / args.batch_size
+    return max(10, int(1.05 * steps_per_s * 60 * args.minutes))
+
+
+def decode(system: str, name: str, split: str, model, processor, rows, generate=None, **options) -> dict:
+    """`system` decoding `rows` of `split` the way `options` say (generate()'s keyword arguments), scored; `name`
+    names that way in the results."""
+    hypotheses, seconds = transcribe(model, processor, rows, 16, generate=generate, **options)
+    rates = error_rates(rows["text"], hypotheses)
+    logger.info("%-11s %-10s %-11s cer %6.2f%%  wer %6.2f%%", system, name, split, 100 * rates["cer"],
+                100 * rates["wer"])  # fmt: skip
+    return {"system": system, "decoding": name, "split": split, **rates,
+            "rtf": seconds / sum(rows["duration"]), "utterances": len(rows)}  # fmt: skip
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus_dir", required=True)
+    parser.add_argument("--work_dir", required=True, help="models, language model and logs go here")
+    parser.add_argument("--minutes", type=float, default=45.0, help="training budget of each model")
+    parser.add_argument("--throughput", help="a training_throughput.json to size the schedules from")
+    parser.add_argument("--max_steps", type=int, help="schedule length instead of --throughput")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--lm_steps", type=int, default=2400, help="language model steps of 64 sentences")
+    parser.add_argument("--ctc_weights", type=float, nargs="+", default=[0.5, 0.7])
+    parser.add_argument("--lm_weights", type=float, nargs="+", default=[0.0, 0.15, 0.3])
+    parser.add_argument("--length_bonuses", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--tune_utterances", type=int, default=100)
+    parser.add_argument("--eval_utterances", type=int, default=None, help="per test split (default: all)")
+    parser.add_argument("--output", help="default: bench/results/equal_budget.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+
+    training = {}
+    for architecture in ("speechseq", "speech2text"):
+        logger.info("training %s for %.1f minutes", architecture, args.minutes)
+        training[architecture] = train(architecture, args, work / architecture, planned_steps(architecture, args))
+        logger.info("%s: %s", architecture, json.dumps(training[architecture]))
+
+    model_dir, lm_dir = work / "speechseq", work / "lm"
+    logger.info("training the language model (%d steps) and tuning the fusion weights on dev", args.lm_steps)
+    run_process([
+        sys.executable, str(EXAMPLES / "run_lm.py"), "--tokenizer_name_or_path", str(model_dir), "--corpus_dir",
+        args.corpus_dir, "--output_dir", str(lm_dir), "--preset", "small",
+        "--config_overrides", json.dumps(LM), "--max_steps", str(args.lm_steps), "--per_device_train_batch_size", "64",
+        "--learning_rate", "3e-3", "--warmup_steps", "50", "--lr_scheduler_type", "cosine", "--weight_decay", "0.01",
+        "--save_strategy", "no", "--logging_steps", "50", "--report_to", "none", "--seed", "0",
+        "--train_sampling_strategy", "group_by_length", "--length_column_name", "length",
+    ], work / "lm.log")  # fmt: skip
+    run_process([
+        sys.executable, str(EXAMPLES / "tune_decoding.py"), "--model_dir", str(model_dir), "--corpus_dir",
+        args.corpus_dir, "--lm", str(lm_dir), "--max_utterances", str(args.tune_utterances),
+        "--ctc_weights", *map(str, args.ctc_weights), "--lm_weights", *map(str, args.lm_weights),
+        "--length_bonuses", *map(str, args.length_bonuses),
+    ], work / "tune.log")  # fmt: skip
+
+    ours = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).eval()
+    tuned = {key: getattr(ours.generation_config, key)
+             for key in ("num_beams", "ctc_weight", "lm_weight", "length_bonus", "length_penalty")}  # fmt: skip
+    theirs = AutoModelForSpeechSeq2Seq.from_pretrained(work / "speech2text").eval()
+    processors = {name: SpeechSeqProcessor.from_pretrained(work / name) for name in ("speechseq", "speech2text")}
+    corpus = load_corpus(args.corpus_dir)
+    records = []
+    for split in ("test_seen", "test_unseen"):
+        rows = corpus[split]
+        if args.eval_utterances:
+            rows = rows.select(range(min(args.eval_utterances, len(rows))))
+        ours_on = functools.partial(decode, "speechseq", split=split, model=ours, processor=processors["speechseq"],
+                                    rows=rows)  # fmt: skip
+        theirs_on = functools.partial(decode, "speech2text", split=split, model=theirs,
+                                      processor=processors["speech2text"], rows=rows,
+                                      generate=functools.partial(builtin_generate, theirs))  # fmt: skip
+        records += [
+            ours_on("greedy", num_beams=1, ctc_weight=0.0, lm_weight=0.0, length_bonus=0.0),
+            ours_on("greedy_ctc", decoding="ctc", num_beams=1),
+            ours_on("best"),  # the generation_config tune_decoding.py saved: the tuned search and its LM
+            theirs_on("greedy", num_beams=1),
+            theirs_on("beam10", num_beams=10),
+        ]
+
+    def wer(system, decoding):
+        return next(r["wer"] for r in records if (r["system"], r["decoding"], r["split"]) == (system, decoding,
+                                                                                                "test_unseen"))
+
+    report = {
+        "benchmark": "equal_budget",
+        "minutes": args.minutes,
+        "preset": args.preset,
+        "corpus_hours": sum(corpus["train"]["duration"]) / 3600,
+        "training": training,
+        "tuned_decoding": tuned,
+        "results": records,
+        # ours at its best against Speech2Text at its best, test_unseen (target at most 0.75)
+        "wer_ratio_test_unseen": wer("speechseq", "best") / min(wer("speech2text", d) for d in ("greedy", "beam10")),
+    }
+    path = write_results("equal_budget", report, args.output)
+    logger.info("speechseq best / Speech2Text best WER on test_unseen: %.2f (target <= 0.75); wrote %s",
+                report["wer_ratio_test_unseen"], path)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""The benchmark suite end to end, one command: a TTS corpus, then every benchmark of `bench/` on it in order, each
+in a process of its own, then one summary table.
+
+    python bench/run.py --quick     # `make bench`: a sanity check of the whole chain, under 15 minutes on 2 cores
+    python bench/run.py --full      # `make bench-full`: the figures of the README (about 2.5 hours on 2 cores)
+
+Results go to `bench/results/<size>/*.json` (each with the machine, commit, date and command), the work (corpus,
+models, logs) to `bench/work/<size>/`; a corpus already there is reused. `--full` rewrites the table between the
+`bench:begin` / `bench:end` markers of the README; `--quick` only logs it (its models are too short-lived for
+their figures to mean anything but "the chain runs").
+"""
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from common import RESULTS, run_process
+
+logger = logging.getLogger("bench.run")
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+SIZES = {
+    "quick": {
+        "hours": 0.3, "eval_utterances": 24, "clips": 8, "repeats": 2, "throughput_steps": 10, "minutes": 1.5,
+        "lm_steps": 100, "ctc_weights": ["0.7"], "lm_weights": ["0.15"], "length_bonuses": ["1.0"],
+        "tune_utterances": 16,
+    },
+    "full": {
+        "hours": 3.0, "eval_utterances": 200, "clips": 32, "repeats": 3, "throughput_steps": 100, "minutes": 45.0,
+        "lm_steps": 2400, "ctc_weights": ["0.5", "0.7"], "lm_weights": ["0", "0.15", "0.3"],
+        "length_bonuses": ["0.5", "1.0"], "tune_utterances": 100,
+    },
+}  # fmt: skip
+
+
+def steps(size: dict, work: Path, results: Path) -> list[tuple[str, list[str]]]:
+    """The suite, in order: (name, command), paths relative to the repository root. Each benchmark writes
+    `results/<name>.json`."""
+    corpus, python, here = str(work / "corpus"), sys.executable, Path("bench")
+    model, lm = work / "equal_budget" / "speechseq", work / "equal_budget" / "lm"
+    return [
+        ("corpus", [python, "examples/build_synthetic_corpus.py", "--output_dir", corpus,
+                    "--hours", str(size["hours"]), "--eval_utterances", str(size["eval_utterances"]), "--seed", "0"]),
+        ("feature_extraction", [python, str(here / "feature_extraction.py"), "--clips", str(size["clips"]),
+                                "--repeats", str(size["repeats"])]),
+        ("training_throughput", [python, str(here / "training_throughput.py"), "--corpus_dir", corpus,
+                                 "--steps", str(size["throughput_steps"])]),
+        ("equal_budget", [python, str(here / "equal_budget.py"), "--corpus_dir", corpus, "--work_dir",
+                          str(work / "equal_budget"), "--minutes", str(size["minutes"]), "--throughput",
+                          str(results / "training_throughput.json"), "--lm_steps", str(size["lm_steps"]),
+                          "--ctc_weights", *size["ctc_weights"], "--lm_weights", *size["lm_weights"],
+                          "--length_bonuses", *size["length_bonuses"], "--tune_utterances",
+                          str(size["tune_utterances"])]),
+        ("decoding", [python, str(here / "decoding.py"), "--model_dir", str(model), "--corpus_dir", corpus, "--lm",
+                      str(lm)]),
+        ("pretrained", [python, str(here / "pretrained.py"), "--corpus_dir", corpus, "--model_dir", str(model),
+                        "--lm", str(lm)]),
+    ]  # fmt: skip
+
+
+def summary(results: Path) -> str:
+    """The README's table from the suite's result files: each comparison, its ratio and its target."""
+    load = lambda name: json.loads((results / f"{name}.json").read_text())  # noqa: E731
+    features, training, budget = load("feature_extraction"), load("training_throughput"), load("equal_budget")
+    decoding, pretrained = load("decoding"), load("pretrained")
+    run = budget["run"]
+
+    def accuracy(system, decoding_name, split="test_unseen"):
+        return next(r for r in budget["results"] if (r["system"], r["decoding"], r["split"]) ==
+                    (system, decoding_name, split))  # fmt: skip
+
+    def reference(system, split="test_unseen"):
+        return next(r for r in pretrained if (r["system"], r["split"]) == (system, split))
+
+    method = {r["method"]: r for r in decoding}
+    beam = next(name for name in method if name.startswith("beam") and "_" not in name)
+    ours_train, theirs_train = training["results"]["speechseq"], training["results"]["speech2text"]
+    ours_best = accuracy("speechseq", "best")
+    theirs_best = min((accuracy("speech2text", d) for d in ("greedy", "beam10")), key=lambda r: r["wer"])
+    whisper, sphinx = reference("whisper_tiny_en"), reference("pocketsphinx")
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    rows = [
+        ("filterbanks, audio-s per CPU-s", f"{features['speechseq_audio_s_per_cpu_s']:.0f}",
+         f"Speech2Text extractor {features['speech2text_audio_s_per_cpu_s']:.0f}", f"{features['speedup']:.1f}x", ""),
+        (f"training `{training['preset']}`, audio-s per wall-s (peak RSS)",
+         f"{ours_train['audio_s_per_wall_s']:.1f} ({ours_train['peak_rss_mb'] / 1024:.1f} GB)",
+         f"Speech2Text {theirs_train['audio_s_per_wall_s']:.1f} ({theirs_train['peak_rss_mb'] / 1024:.1f} GB)",
+         f"{training['throughput_ratio']:.2f}x", f">= 1.2x: {met(training['throughput_ratio'] >= 1.2)}"),
+        (f"`test_unseen` WER after {budget['minutes']:g} min of training", f"{ours_best['wer']:.1%} (best decoding)",
+         f"Speech2Text {theirs_best['wer']:.1%} ({theirs_best['decoding']})", f"{budget['wer_ratio_test_unseen']:.2f}",
+         f"<= 0.75: {met(budget['wer_ratio_test_unseen'] <= 0.75)}"),
+        ("`test_unseen` WER against pretrained recognisers", f"{reference('speechseq_best')['wer']:.1%}",
+         f"Whisper tiny.en {whisper['wer']:.1%}, PocketSphinx {sphinx['wer']:.1%}",
+         f"{reference('speechseq_best')['wer'] / whisper['wer']:.2f} of Whisper's",
+         f"below Whisper: {met(reference('speechseq_best')['wer'] < whisper['wer'])}"),
+        (f"decoding time, {beam} (decoder alone)", f"RTF {method[beam]['rtf']:.4f}",
+         f"transformers' beam search {method['hf_' + beam]['rtf']:.4f}",
+         f"{method[beam]['rtf'] / method['hf_' + beam]['rtf']:.2f}",
+         f"<= 0.8: {met(method[beam]['rtf'] <= 0.8 * method['hf_' + beam]['rtf'])}"),
+        (f"decoding time, {beam} + CTC + LM", f"RTF {method[beam + '_ctc_lm']['rtf']:.4f}",
+         f"greedy {method['greedy']['rtf']:.4f}", f"{method[beam + '_ctc_lm']['rtf'] / method['greedy']['rtf']:.2f}",
+         f"<= 3: {met(method[beam + '_ctc_lm']['rtf'] <= 3 * method['greedy']['rtf'])}"),
+        (f"WER, {beam} + CTC + LM against greedy", f"{method[beam + '_ctc_lm']['wer']:.1%}",
+         f"greedy {method['greedy']['wer']:.1%}", f"{1 - method[beam + '_ctc_lm']['wer'] / method['greedy']['wer']:.0%} "
+         "lower", f">= 15% lower: {met(method[beam + '_ctc_lm']['wer'] <= 0.85 * method['greedy']['wer'])}"),
+    ]  # fmt: skip
+    machine = run["machine"]
+    lines = [
+        f"Measured {run['date']} at commit `{run['commit']}` on {machine['cpu']} ({machine['cores']} cores, torch "
+        f"{machine['torch']}, transformers {machine['transformers']}); corpus {budget['corpus_hours']:.1f} h of TTS "
+        f"speech, `test_unseen` {accuracy('speechseq', 'best')['utterances']} utterances of voices no training "
+        "utterance uses.",
+        "",
+        "| comparison | speechseq | against | ratio | target |",
+        "|---|---|---|---|---|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        "Accuracy at an equal training budget and against pretrained recognisers (CER / WER, real-time factor):",
+        "",
+        "| system | decoding | `test_seen` | `test_unseen` | RTF (`test_unseen`) |",
+        "|---|---|---|---|---|",
+    ]
+    for record in budget["results"]:
+        if record["split"] == "test_unseen":
+            seen = accuracy(record["system"], record["decoding"], "test_seen")
+            lines.append(f"| {record['system']} ({budget['minutes']:g} min) | {record['decoding']} | "
+                         f"{seen['cer']:.1%} / {seen['wer']:.1%} | {record['cer']:.1%} / {record['wer']:.1%} | "
+                         f"{record['rtf']:.3f} |")  # fmt: skip
+    for record in pretrained:
+        if record["split"] == "test_unseen" and not record["system"].startswith("speechseq"):
+            seen = reference(record["system"], "test_seen")
+            lines.append(f"| {record['system']} (pretrained) | its own | {seen['cer']:.1%} / {seen['wer']:.1%} | "
+                         f"{record['cer']:.1%} / {record['wer']:.1%} | {record['rtf']:.3f} |")  # fmt: skip
+    lines += ["", "Commands (from the repository root; `python bench/run.py --full` runs them all in this order):", ""]
+    for name in ("feature_extraction", "training_throughput", "equal_budget", "decoding", "pretrained"):
+        record = load(name)
+        lines.append(f"- {name}: `{(record[0] if isinstance(record, list) else record)['run']['command']}`")
+    return "\n".join(lines)
+
+
+def update_readme(table: str) -> None:
+    text = README.read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{README} has no {BEGIN} ... {END} markers to put the table between")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    size = parser.add_mutually_exclusive_group(required=True)
+    size.add_argument("--quick", action="store_const", const="quick", dest="size")
+    size.add_argument("--full", action="store_const", const="full", dest="size")
+    parser.add_argument("--only", nargs="+", help="run these steps alone (their inputs must be there)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    work, results = Path("bench") / "work" / args.size, (RESULTS / args.size).relative_to(ROOT)
+    (ROOT / work).mkdir(parents=True, exist_ok=True)
+    for name, command in steps(SIZES[args.size], work, results):
+        if args.only and name not in args.only:
+            continue
+        if name != "corpus":
+            command += ["--output", str(results / f"{name}.json")]
+        logger.info("%s: %s", name, shlex.join(["python", *command[1:]]))
+        outcome = run_process(command, ROOT / work / f"{name}.log", cwd=ROOT)
+        logger.info("%s done in %.1f min (log %s)", name, outcome["process_wall_s"] / 60, work / f"{name}.log")
+
+    table = summary(ROOT / results)
+    logger.info("\n%s", table)
+    if args.size == "full":
+        update_readme(table)
+        logger.info("README.md table updated")
+
+
+if __name__ == "__main__":
+    main()
