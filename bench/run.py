@@ -1,7 +1,7 @@
 """The benchmark suite end to end, one command: a TTS corpus, then every benchmark of `bench/` on it in order, each
 in a process of its own, then one summary table.
 
-    python bench/run.py --quick     # `make bench`: a sanity check of the whole chain, under 15 minutes on 2 cores
+    python bench/run.py --quick     # `make bench`: a sanity check of the whole chain (about 25 minutes on 2 cores)
     python bench/run.py --full      # `make bench-full`: the figures of the README (about 2.5 hours on 2 cores)
 
 Results go to `bench/results/<size>/*.json` (each with the machine, commit, date and command), the work (corpus,
@@ -110,8 +110,9 @@ def summary(results: Path) -> str:
          f"greedy {method['greedy']['rtf']:.4f}", f"{method[beam + '_ctc_lm']['rtf'] / method['greedy']['rtf']:.2f}",
          f"<= 3: {met(method[beam + '_ctc_lm']['rtf'] <= 3 * method['greedy']['rtf'])}"),
         (f"WER, {beam} + CTC + LM against greedy", f"{method[beam + '_ctc_lm']['wer']:.1%}",
-         f"greedy {method['greedy']['wer']:.1%}", f"{1 - method[beam + '_ctc_lm']['wer'] / method['greedy']['wer']:.0%} "
-         "lower", f">= 15% lower: {met(method[beam + '_ctc_lm']['wer'] <= 0.85 * method['greedy']['wer'])}"),
+         f"greedy {method['greedy']['wer']:.1%}",
+         f"{method[beam + '_ctc_lm']['wer'] / method['greedy']['wer'] - 1:+.0%}",
+         f"<= -15%: {met(method[beam + '_ctc_lm']['wer'] <= 0.85 * method['greedy']['wer'])}"),
     ]  # fmt: skip
     machine = run["machine"]
     lines = [
