@@ -30,6 +30,7 @@ from speechseq.data import build_corpus
 from speechseq.data.corpus import available_engines
 from speechseq.evaluation import error_rates, transcribe
 from speechseq.training import main as train
+from tune_decoding import save_setting
 
 logger = logging.getLogger("demo")
 
@@ -110,9 +111,7 @@ def main():
     greedy = min(("greedy attention", "greedy CTC"), key=lambda name: results[f"cer_test_unseen_{_key(name)}"])
 
     # the best decoding becomes the model's own: generate(), the pipeline and the Trainer use it from now on
-    for name, value in decodings(lm_dir)[best].items():
-        setattr(model.generation_config, name, str(Path(value).resolve()) if name == "lm" else value)
-    model.generation_config.save_pretrained(model_dir)
+    save_setting(model_dir, decodings(lm_dir)[best], decodings(lm_dir)[best].get("lm"))
     asr = pipeline("automatic-speech-recognition", model=str(model_dir))
     (out / "samples").mkdir(exist_ok=True)
     rows = []

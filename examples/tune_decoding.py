@@ -39,12 +39,14 @@ def tune(model, processor, dataset, num_beams, ctc_weights, lm_weights, length_b
 
 
 def save_setting(model_dir, setting: dict, lm=None) -> None:
-    """Write a setting into the model's generation_config.json (the LM by absolute path)."""
+    """Write a setting's search options (those it has; scores and other keys are skipped) into the model's
+    generation_config.json, the LM by absolute path."""
     model = SpeechSeqForConditionalGeneration.from_pretrained(model_dir)
     config = model.generation_config
-    for key in ("num_beams", "ctc_weight", "lm_weight", "length_bonus", "length_penalty"):
-        setattr(config, key, setting[key])
-    config.lm = str(Path(lm).resolve()) if lm and setting["lm_weight"] else None
+    for key in ("decoding", "num_beams", "ctc_weight", "lm_weight", "length_bonus", "length_penalty"):
+        if key in setting:
+            setattr(config, key, setting[key])
+    config.lm = str(Path(lm).resolve()) if lm and setting.get("lm_weight") else None
     config.save_pretrained(model_dir)
 
 
