@@ -2,7 +2,12 @@
 
 from transformers import PretrainedConfig
 
-__all__ = ["SpeechSeqConfig", "SpeechSeqLMConfig", "PRESETS", "LM_PRESETS"]
+__all__ = ["SpeechSeqConfig", "SpeechSeqLMConfig", "PRESETS", "LM_PRESETS", "SAMPLES_PER_FRAME"]
+
+# Waveform samples per filterbank frame: the feature extractor's 10 ms hop at 16 kHz. Waveform inputs reach the model
+# as (frames, SAMPLES_PER_FRAME) blocks, so that they pad, mask and batch exactly as filterbank frames do.
+SAMPLES_PER_FRAME = 160
+INPUT_MODES = ("fbank", "waveform", "fusion")
 
 # Kernel and stride (along time) of each convolution of the subsampling front end, by time-reduction factor, for
 # both front ends ("conv2d" over time x frequency, "conv1d" over time). Strided convolutions without padding, as
@@ -72,6 +77,12 @@ class SpeechSeqConfig(PretrainedConfig):
         attention_dropout (`float`, defaults to 0.0): dropout on attention weights.
         activation_dropout (`float`, defaults to 0.0): dropout inside the feed-forward blocks.
         num_mel_bins (`int`, defaults to 80): filterbank channels of the input features.
+        input_mode (`str`, defaults to `"fbank"`): what the encoder hears: `"fbank"`, log-mel filterbanks; or, the
+            "Echo" variants, `"waveform"`, the waveform through a learned, strided convolution filterbank (25 ms
+            window, 10 ms hop, `num_mel_bins` filters) and a front end of its own; or `"fusion"`, both front ends
+            blended by a learned weight, `sigmoid(w) * fbank + (1 - sigmoid(w)) * waveform` (w starts at 0). The
+            feature extractor's `input_mode` must match: each frame carries its `num_mel_bins` log-mels, its 160
+            waveform samples, or both (`input_size` values).
         subsampling (`str`, defaults to `"conv2d"`): the front end: `"conv2d"`, ESPnet's 2-D convolutions over time x
             mel bins; or `"conv1d"`, 1-D convolutions over time with the mel bins as input channels (as Speech2Text and
             Whisper), several times cheaper to train on a CPU at the same number of encoder frames.
@@ -82,6 +93,16 @@ class SpeechSeqConfig(PretrainedConfig):
         max_source_positions (`int`, defaults to 3000): most encoder frames (after subsampling) the model accepts:
             with factor 4 and a 10 ms hop, 2 minutes of audio.
         max_target_positions (`int`, defaults to 448): most decoder tokens, and the default generation length.
+        position_embedding (`str`, defaults to `"sinusoidal"`): `"sinusoidal"`, added to the encoder's frames and the
+            decoder's tokens (Vaswani et al., 2017); or `"rotary"`, rotating the queries and keys of self-attention
+            by position (RoFormer, Su et al., 2021), one of the "Echo" variants. Cross-attention has no positions.
+        attention_mask_mode (`str`, defaults to `"hard"`): how attention leaves out masked positions (padding, the
+            decoder's future): `"hard"` sets their logits to -inf; `"soft"` (experimental, an "Echo" variant)
+            multiplies them by 1e-6, which leaves them a weight of about exp(0): padding and, in the decoder, future
+            tokens stay visible (see `tests/test_modeling_speechseq.py`).
+        active_encoder_layers (`int`, *optional*): run only the first this many encoder layers (progressive
+            training grows it; saved, so a checkpoint taken mid-schedule decodes as it was trained). `None`: all.
+        active_decoder_layers (`int`, *optional*): the same for the decoder.
         pad_token_id (`int`, defaults to 0): `[PAD]`.
         bos_token_id (`int`, defaults to 3): `[SOS]`.
         eos_token_id (`int`, defaults to 4): `[EOS]`; ends generation.
@@ -137,12 +158,17 @@ class SpeechSeqConfig(PretrainedConfig):
         attention_dropout=0.0,
         activation_dropout=0.0,
         num_mel_bins=80,
+        input_mode="fbank",
         subsampling="conv2d",
         subsampling_factor=4,
         subsampling_channels=256,
         subsampling_lstm=False,
         max_source_positions=3000,
         max_target_positions=448,
+        position_embedding="sinusoidal",
+        attention_mask_mode="hard",
+        active_encoder_layers=None,
+        active_decoder_layers=None,
         pad_token_id=0,
         bos_token_id=3,
         eos_token_id=4,
@@ -176,12 +202,17 @@ class SpeechSeqConfig(PretrainedConfig):
         self.attention_dropout = attention_dropout
         self.activation_dropout = activation_dropout
         self.num_mel_bins = num_mel_bins
+        self.input_mode = input_mode
         self.subsampling = subsampling
         self.subsampling_factor = subsampling_factor
         self.subsampling_channels = subsampling_channels
         self.subsampling_lstm = subsampling_lstm
         self.max_source_positions = max_source_positions
         self.max_target_positions = max_target_positions
+        self.position_embedding = position_embedding
+        self.attention_mask_mode = attention_mask_mode
+        self.active_encoder_layers = active_encoder_layers
+        self.active_decoder_layers = active_decoder_layers
         self.blank_token_id = blank_token_id
         self.ctc_weight = ctc_weight
         self.ctc_loss_reduction = ctc_loss_reduction
@@ -213,6 +244,12 @@ class SpeechSeqConfig(PretrainedConfig):
         return cls(**{**PRESETS[name], **overrides})
 
     @property
+    def input_size(self) -> int:
+        """Values per input frame: the log-mels, the waveform samples of the frame's hop, or both (in that order)."""
+        return {"fbank": self.num_mel_bins, "waveform": SAMPLES_PER_FRAME,
+                "fusion": self.num_mel_bins + SAMPLES_PER_FRAME}[self.input_mode]  # fmt: skip
+
+    @property
     def min_input_frames(self) -> int:
         """The fewest filterbank frames that survive the subsampling front end (give at least one encoder frame)."""
         frames = 1
@@ -235,6 +272,8 @@ class SpeechSeqConfig(PretrainedConfig):
         _require_fractions(self, ("dropout", "attention_dropout", "activation_dropout", "ctc_weight", "label_smoothing"))
         if self.label_smoothing == 1.0 or self.dropout == 1.0:
             raise ValueError("label_smoothing and dropout must be below 1")
+        if self.input_mode not in INPUT_MODES:
+            raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}")
         if self.subsampling not in ("conv2d", "conv1d"):
             raise ValueError(f"subsampling must be 'conv2d' or 'conv1d', got {self.subsampling!r}")
         if self.subsampling_factor not in SUBSAMPLING_CONVS:
@@ -243,6 +282,10 @@ class SpeechSeqConfig(PretrainedConfig):
             raise ValueError(f"num_mel_bins={self.num_mel_bins} is too few for subsampling_factor={self.subsampling_factor}")
         if self.ctc_loss_reduction not in ("mean", "sum"):
             raise ValueError(f"ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}")
+        for name in ("active_encoder_layers", "active_decoder_layers"):
+            value, total = getattr(self, name), getattr(self, name.replace("active_", ""))
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= total):
+                raise ValueError(f"{name} must be None or an integer in [1, {total}], got {value!r}")
         _require_common(self)
         _require_token_ids(self, ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "blank_token_id"))
 
@@ -265,6 +308,8 @@ class SpeechSeqLMConfig(PretrainedConfig):
         attention_dropout (`float`, defaults to 0.0): dropout on attention weights.
         activation_dropout (`float`, defaults to 0.0): dropout inside the feed-forward blocks.
         max_target_positions (`int`, defaults to 448): longest token sequence.
+        position_embedding (`str`, defaults to `"sinusoidal"`), attention_mask_mode (`str`, defaults to `"hard"`): as
+            in [`SpeechSeqConfig`].
         pad_token_id (`int`, defaults to 0), bos_token_id (`int`, defaults to 3), eos_token_id (`int`, defaults to 4):
             `[PAD]`, `[SOS]` (first input, as the ASR decoder's start token) and `[EOS]`.
         tie_word_embeddings (`bool`, defaults to `True`): share the token embedding with the output layer.
@@ -300,6 +345,8 @@ class SpeechSeqLMConfig(PretrainedConfig):
         attention_dropout=0.0,
         activation_dropout=0.0,
         max_target_positions=448,
+        position_embedding="sinusoidal",
+        attention_mask_mode="hard",
         pad_token_id=0,
         bos_token_id=3,
         eos_token_id=4,
@@ -319,6 +366,8 @@ class SpeechSeqLMConfig(PretrainedConfig):
         self.attention_dropout = attention_dropout
         self.activation_dropout = activation_dropout
         self.max_target_positions = max_target_positions
+        self.position_embedding = position_embedding
+        self.attention_mask_mode = attention_mask_mode
         self.layer_norm_eps = layer_norm_eps
         self.init_std = init_std
         self.use_cache = use_cache
@@ -370,6 +419,13 @@ def _require_fractions(config, names):
 
 
 def _require_common(config):
+    if config.position_embedding not in ("sinusoidal", "rotary"):
+        raise ValueError(f"position_embedding must be 'sinusoidal' or 'rotary', got {config.position_embedding!r}")
+    if config.attention_mask_mode not in ("hard", "soft"):
+        raise ValueError(f"attention_mask_mode must be 'hard' or 'soft', got {config.attention_mask_mode!r}")
+    heads = [getattr(config, name, 1) for name in ("encoder_attention_heads", "decoder_attention_heads")]
+    if config.position_embedding == "rotary" and any((config.d_model // h) % 2 for h in heads):
+        raise ValueError("rotary positions rotate pairs of channels: d_model / attention heads must be even")
     if config.activation_function not in _ACTIVATIONS:
         raise ValueError(f"activation_function must be one of {_ACTIVATIONS}, got {config.activation_function!r}")
     if not isinstance(config.layer_norm_eps, float) or config.layer_norm_eps <= 0:

@@ -11,6 +11,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers.audio_utils import mel_filter_bank
 
 from .audio import resample, to_mono_float32
+from .configuration_speechseq import INPUT_MODES, SAMPLES_PER_FRAME
 
 __all__ = ["SpeechSeqFeatureExtractor"]
 
@@ -19,7 +20,7 @@ logger = logging.getLogger(__name__)
 # Kaldi's fbank defaults (as torchaudio.compliance.kaldi.fbank and transformers' Speech2Text): 25 ms Povey window,
 # 10 ms hop, 512-point FFT, DC offset removed and pre-emphasis 0.97 per frame, frames only where they fit
 # (snip_edges), power spectrum, mel filters from 20 Hz, natural log with a float32-epsilon floor.
-FRAME_LENGTH, HOP_LENGTH, N_FFT = 400, 160, 512
+FRAME_LENGTH, HOP_LENGTH, N_FFT = 400, SAMPLES_PER_FRAME, 512
 PREEMPHASIS, MEL_FLOOR, STD_FLOOR = 0.97, 1.192092955078125e-07, 1e-5
 BLOCK_FRAMES = 512
 NORMALIZATIONS = ("utterance", "global", "none")
@@ -67,6 +68,10 @@ class SpeechSeqFeatureExtractor(SequenceFeatureExtractor):
         global_std (`list[float]`, *optional*): per-bin standard deviation for `"global"` normalisation.
         min_frames (`int`, defaults to 7): the fewest frames an utterance may have, the model's
             `config.min_input_frames` (7 for 4x subsampling: 85 ms of audio).
+        input_mode (`str`, defaults to `"fbank"`): the model's `config.input_mode`: each frame carries its
+            `feature_size` log-mels (`"fbank"`), the 160 waveform samples of its 10 ms hop, scaled to zero mean and
+            unit variance over the utterance (`"waveform"`), or both, log-mels first (`"fusion"`). The waveform modes
+            need audio, not precomputed filterbanks.
 
     Example:
 
@@ -91,6 +96,7 @@ class SpeechSeqFeatureExtractor(SequenceFeatureExtractor):
         global_mean=None,
         global_std=None,
         min_frames=7,
+        input_mode="fbank",
         **kwargs,
     ):
         kwargs.setdefault("return_attention_mask", True)
@@ -104,6 +110,9 @@ class SpeechSeqFeatureExtractor(SequenceFeatureExtractor):
                                      "fit them with fit_global_stats(...)")  # fmt: skip
         if not isinstance(min_frames, int) or min_frames < 1:
             raise ValueError(f"min_frames must be a positive integer, got {min_frames!r}")
+        if input_mode not in INPUT_MODES:
+            raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
+        self.input_mode = input_mode
         self.normalization = normalization
         self.global_mean = None if global_mean is None else [float(v) for v in global_mean]
         self.global_std = None if global_std is None else [float(v) for v in global_std]
@@ -134,14 +143,23 @@ class SpeechSeqFeatureExtractor(SequenceFeatureExtractor):
             return_tensors (`str`, *optional*): `"pt"` or `"np"`.
 
         Returns:
-            [`BatchFeature`] with `input_features` `(batch, frames, feature_size)` and, when padding,
-            `attention_mask` `(batch, frames)`.
+            [`BatchFeature`] with `input_features` `(batch, frames, values)` (`feature_size` log-mels, 160 samples or
+            both, as `input_mode` says) and, when padding, `attention_mask` `(batch, frames)`.
 
         Raises:
             ValueError: naming the item and the reason, for empty audio, NaN or inf, a wrong number of dimensions,
                 or audio too short for the model's subsampling.
         """
-        features = [self._normalize(f) for f in self._features(raw_speech, input_features, sampling_rate)]
+        if self.input_mode == "fbank":
+            features = [self._normalize(f) for f in self._features(raw_speech, input_features, sampling_rate)]
+        elif input_features is not None or raw_speech is None:
+            raise ValueError(f"input_mode {self.input_mode!r} needs audio (raw_speech), not precomputed filterbanks")
+        else:
+            waveforms = self._waveforms(raw_speech, sampling_rate)
+            features = [hop_blocks(w) for w in waveforms]
+            if self.input_mode == "fusion":
+                fbanks = self._log_mel(waveforms)
+                features = [torch.cat([self._normalize(f), w], dim=-1) for f, w in zip(fbanks, features)]
         if not padding:
             return BatchFeature({"input_features": [f.numpy() for f in features]}, tensor_type=return_tensors)
         lengths = torch.tensor([len(f) for f in features])
@@ -191,6 +209,10 @@ class SpeechSeqFeatureExtractor(SequenceFeatureExtractor):
         if input_features is not None:
             items = _as_items(input_features, batch_ndim=3)
             return [self._check_filterbank(f, i) for i, f in enumerate(items)]
+        return self._log_mel(self._waveforms(raw_speech, sampling_rate))
+
+    def _waveforms(self, raw_speech, sampling_rate) -> list[torch.Tensor]:
+        """Checked mono float32 waveforms at `self.sampling_rate`, one per utterance."""
         if sampling_rate is None:
             logger.warning(
                 "It is strongly recommended to pass the `sampling_rate` argument to SpeechSeqFeatureExtractor; "
@@ -214,7 +236,7 @@ class SpeechSeqFeatureExtractor(SequenceFeatureExtractor):
                     f"({(FRAME_LENGTH + (self.min_frames - 1) * HOP_LENGTH) / self.sampling_rate:.3f} s)"
                 )
             waveforms.append(torch.from_numpy(audio))
-        return self._log_mel(waveforms)
+        return waveforms
 
     def _log_mel(self, waveforms: list[torch.Tensor]) -> list[torch.Tensor]:
         lengths = [num_frames(len(w)) for w in waveforms]
@@ -257,6 +279,15 @@ class SpeechSeqFeatureExtractor(SequenceFeatureExtractor):
         if self.normalization == "global":
             return (features - torch.tensor(self.global_mean)) / torch.tensor(self.global_std)
         return features
+
+
+def hop_blocks(waveform: torch.Tensor) -> torch.Tensor:
+    """A waveform as (frames, HOP_LENGTH) blocks, block t the hop that starts frame t (the samples after the last
+    frame's hop are left out), scaled to zero mean and unit variance over the utterance (as wav2vec 2.0's inputs)."""
+    frames = num_frames(len(waveform))
+    samples = waveform[: frames * HOP_LENGTH]
+    samples = (samples - samples.mean()) / samples.std(correction=0).clamp(min=STD_FLOOR)
+    return samples.reshape(frames, HOP_LENGTH)
 
 
 def _as_items(x, batch_ndim: int) -> list:

@@ -22,7 +22,7 @@ from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPa
 from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutput, Seq2SeqModelOutput
 from transformers.models.auto.modeling_auto import MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES
 
-from .configuration_speechseq import SUBSAMPLING_CONVS, SpeechSeqConfig, SpeechSeqLMConfig
+from .configuration_speechseq import SAMPLES_PER_FRAME, SUBSAMPLING_CONVS, SpeechSeqConfig, SpeechSeqLMConfig
 from .generation_speechseq import (
     BeamSearchOptions,
     CTCPrefixScorer,
@@ -88,6 +88,22 @@ def sinusoids(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+def rotary_angles(positions: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosines and sines of rotary position embeddings (RoFormer, Su et al., 2021) for integer `positions`:
+    (T,) -> two (T, dim) tensors, each frequency written twice (the rotate-half layout of GPT-NeoX and Llama)."""
+    inv_freq = 10000.0 ** (-torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim)
+    angles = positions.float()[:, None] * inv_freq  # (T, dim / 2)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, angles: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate each channel pair (i, i + dim/2) of `x` (B, heads, T, dim) by its position's angle."""
+    cos, sin = (a.to(x.dtype) for a in angles)
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
 def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
     """Decoder inputs from labels: prepend the start token, drop the last label, and turn -100 into padding."""
     shifted = labels.new_full(labels.shape, pad_token_id)
@@ -111,13 +127,15 @@ def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
 def spec_augment(features: torch.Tensor, lengths: torch.Tensor, config: SpeechSeqConfig) -> torch.Tensor:
     """SpecAugment (Park et al., 2019) without time warping: zero `spec_augment_freq_masks` bands of up to
     `spec_augment_freq_width` mel bins and `spec_augment_time_masks` spans of up to `spec_augment_time_width` frames
-    (at most a fifth of the utterance), all inside each utterance's real frames. (B, T, F) -> (B, T, F)."""
-    B, T, num_bins = features.shape
+    (at most a fifth of the utterance), all inside each utterance's real frames. (B, T, F) -> (B, T, F). Frequency
+    masks fall on the log-mels only (the first `num_mel_bins` values of a frame), time masks on all its values."""
+    B, T, size = features.shape
     device = features.device
+    num_bins = 0 if config.input_mode == "waveform" else config.num_mel_bins
     real = lengths_to_mask(lengths, T)  # (B, T)
-    masked = torch.zeros(B, T, num_bins, dtype=torch.bool, device=device)
-    bins, frames = torch.arange(num_bins, device=device), torch.arange(T, device=device)
-    for _ in range(config.spec_augment_freq_masks):
+    masked = torch.zeros(B, T, size, dtype=torch.bool, device=device)
+    bins, frames = torch.arange(size, device=device), torch.arange(T, device=device)
+    for _ in range(config.spec_augment_freq_masks if num_bins else 0):
         width = (torch.rand(B, device=device) * (config.spec_augment_freq_width + 1)).long()
         start = (torch.rand(B, device=device) * (num_bins - width + 1)).long()
         masked |= ((bins >= start[:, None]) & (bins < (start + width)[:, None]))[:, None, :]
@@ -138,7 +156,7 @@ class ConvSubsampling(nn.Module):
     def __init__(self, config: SpeechSeqConfig):
         super().__init__()
         self.two_d = config.subsampling == "conv2d"
-        channels, freq = config.subsampling_channels, config.num_mel_bins
+        channels, freq = config.subsampling_channels, config.num_mel_bins  # mel bins, or the waveform's filters
         self.convs = nn.ModuleList()
         for i, (kernel, stride) in enumerate(SUBSAMPLING_CONVS[config.subsampling_factor]):
             if self.two_d:
@@ -170,18 +188,40 @@ class ConvSubsampling(nn.Module):
         return x
 
 
+class WaveformSubsampling(nn.Module):
+    """The waveform front end of the "Echo" variants: a learned filterbank, `num_mel_bins` convolution filters over a
+    25 ms window with a 10 ms hop (wav2vec's strided waveform encoder, in one layer), so that it gives the log-mel
+    frames' count and timing exactly; then a [`ConvSubsampling`] of its own. Takes (B, T, 160) blocks of samples, a
+    frame's hop each."""
+
+    def __init__(self, config: SpeechSeqConfig):
+        super().__init__()
+        self.filters = nn.Conv1d(1, config.num_mel_bins, kernel_size=400, stride=SAMPLES_PER_FRAME)
+        self.norm = nn.LayerNorm(config.num_mel_bins, eps=config.layer_norm_eps)
+        self.subsampling = ConvSubsampling(config)
+
+    def forward(self, blocks: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        B, T, hop = blocks.shape
+        # Frame t's window is samples [160 t, 160 t + 400): the waveform, with 240 zeros after the last hop.
+        waveform = F.pad(blocks.reshape(B, 1, T * hop), (0, 400 - hop))  # (B, 1, 160 T + 240)
+        x = self.norm(F.gelu(self.filters(waveform)).transpose(1, 2))  # (B, T, num_mel_bins)
+        return self.subsampling(x, lengths)
+
+
 class SpeechSeqAttention(nn.Module):
     """Multi-head attention through `scaled_dot_product_attention`; the explicit path returns the weights.
 
-    Masks are boolean, broadcastable to (B, heads, T_query, T_key), True where a query may attend. In
+    Masks are boolean, broadcastable to (B, heads, T_query, T_key), True where a query may attend: masked logits
+    become -inf, or with `soft_mask` (the experimental "soft" mode) are multiplied by 1e-6. In
     cross-attention, `key_value_states` (or the cached keys and values) may have fewer rows than the queries: then each
     of them serves a group of consecutive query rows (the beams of one utterance), which beam search uses to keep one
     copy of the encoder's keys and values per utterance instead of one per beam; the mask then has their rows.
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float, layer_idx: int | None = None):
+    def __init__(self, d_model: int, num_heads: int, dropout: float, layer_idx: int | None = None, soft_mask=False):
         super().__init__()
         self.num_heads, self.head_dim, self.dropout, self.layer_idx = num_heads, d_model // num_heads, dropout, layer_idx
+        self.soft_mask = soft_mask
         self.q_proj = nn.Linear(d_model, d_model)
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
@@ -190,10 +230,13 @@ class SpeechSeqAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(*x.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)  # (B, heads, T, head_dim)
 
-    def forward(self, x, key_value_states=None, mask=None, past_key_values=None, output_attentions=False):
+    def forward(self, x, key_value_states=None, mask=None, past_key_values=None, output_attentions=False, rotary=None):
+        """`rotary`: the (cos, sin) of this call's query positions (`rotary_angles`), in self-attention only."""
         q = self._heads(self.q_proj(x))
         if key_value_states is None:  # self-attention: append this step's keys and values to the cache
             k, v = self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+            if rotary is not None:  # keys are cached rotated, each by its own position
+                q, k = rotate(q, rotary), rotate(k, rotary)
             if past_key_values is not None:  # an EncoderDecoderCache, or the language model's DynamicCache
                 cache = getattr(past_key_values, "self_attention_cache", past_key_values)
                 k, v = cache.update(k, v, self.layer_idx)
@@ -212,9 +255,11 @@ class SpeechSeqAttention(nn.Module):
         if group > 1:  # (U * group, heads, T_query, head_dim) -> (U, heads, group * T_query, head_dim)
             q = q.unflatten(0, (-1, group)).transpose(1, 2).flatten(2, 3)
         dropout = self.dropout if self.training else 0.0
-        if output_attentions:
+        if output_attentions or (self.soft_mask and mask is not None):
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, heads, T_query, T_key)
-            if mask is not None:
+            if mask is not None and self.soft_mask:
+                scores = torch.where(mask, scores, scores * 1e-6)
+            elif mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             weights = F.dropout(scores.softmax(dim=-1), dropout, self.training)
             y = weights @ v
@@ -245,13 +290,15 @@ class SpeechSeqEncoderLayer(GradientCheckpointingLayer):
         super().__init__()
         d, eps = config.d_model, config.layer_norm_eps
         self.self_attn_layer_norm = nn.LayerNorm(d, eps=eps)
-        self.self_attn = SpeechSeqAttention(d, config.encoder_attention_heads, config.attention_dropout)
+        soft = config.attention_mask_mode == "soft"
+        self.self_attn = SpeechSeqAttention(d, config.encoder_attention_heads, config.attention_dropout, soft_mask=soft)
         self.final_layer_norm = nn.LayerNorm(d, eps=eps)
         self.mlp = FeedForward(d, config.encoder_ffn_dim, config.activation_function, config.activation_dropout)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, mask=None, output_attentions=False):
-        h, weights = self.self_attn(self.self_attn_layer_norm(x), mask=mask, output_attentions=output_attentions)
+    def forward(self, x, mask=None, output_attentions=False, rotary=None):
+        h, weights = self.self_attn(self.self_attn_layer_norm(x), mask=mask, output_attentions=output_attentions,
+                                    rotary=rotary)  # fmt: skip
         x = x + self.dropout(h)
         x = x + self.dropout(self.mlp(self.final_layer_norm(x)))
         return x, weights
@@ -264,11 +311,12 @@ class SpeechSeqDecoderLayer(GradientCheckpointingLayer):
     def __init__(self, config: SpeechSeqConfig, layer_idx: int, cross_attention: bool = True):
         super().__init__()
         d, eps, heads = config.d_model, config.layer_norm_eps, config.decoder_attention_heads
+        soft = config.attention_mask_mode == "soft"
         self.self_attn_layer_norm = nn.LayerNorm(d, eps=eps)
-        self.self_attn = SpeechSeqAttention(d, heads, config.attention_dropout, layer_idx)
+        self.self_attn = SpeechSeqAttention(d, heads, config.attention_dropout, layer_idx, soft)
         if cross_attention:
             self.encoder_attn_layer_norm = nn.LayerNorm(d, eps=eps)
-            self.encoder_attn = SpeechSeqAttention(d, heads, config.attention_dropout, layer_idx)
+            self.encoder_attn = SpeechSeqAttention(d, heads, config.attention_dropout, layer_idx, soft)
         self.final_layer_norm = nn.LayerNorm(d, eps=eps)
         self.mlp = FeedForward(d, config.decoder_ffn_dim, config.activation_function, config.activation_dropout)
         self.dropout = nn.Dropout(config.dropout)
@@ -281,10 +329,11 @@ class SpeechSeqDecoderLayer(GradientCheckpointingLayer):
         encoder_mask=None,
         past_key_values=None,
         output_attentions=False,
+        rotary=None,
     ):
         h, self_weights = self.self_attn(
             self.self_attn_layer_norm(x), mask=self_mask, past_key_values=past_key_values,
-            output_attentions=output_attentions,
+            output_attentions=output_attentions, rotary=rotary,
         )  # fmt: skip
         x = x + self.dropout(h)
         cross_weights = None
@@ -329,12 +378,17 @@ class SpeechSeqPreTrainedModel(PreTrainedModel):
 
 
 class SpeechSeqEncoder(nn.Module):
-    """Subsampling plus sinusoidal positions, pre-norm layers, final LayerNorm."""
+    """Subsampling plus positions (sinusoids added, or rotary in self-attention), pre-norm layers, final LayerNorm."""
 
     def __init__(self, config: SpeechSeqConfig):
         super().__init__()
         self.config = config
-        self.subsampling = ConvSubsampling(config)
+        if config.input_mode in ("fbank", "fusion"):
+            self.subsampling = ConvSubsampling(config)
+        if config.input_mode in ("waveform", "fusion"):
+            self.waveform_subsampling = WaveformSubsampling(config)
+        if config.input_mode == "fusion":  # the weight of the filterbank front end, sigmoid(0) = 0.5 at first
+            self.fusion_logit = nn.Parameter(torch.zeros(()))
         self.layers = nn.ModuleList([SpeechSeqEncoderLayer(config) for _ in range(config.encoder_layers)])
         self.layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
@@ -351,19 +405,21 @@ class SpeechSeqEncoder(nn.Module):
     ) -> BaseModelOutput:
         """
         Args:
-            input_features (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`): log-mel filterbanks.
+            input_features (`torch.FloatTensor` of shape `(batch, frames, config.input_size)`): log-mel filterbanks,
+                waveform blocks or both, as `config.input_mode` says.
             attention_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*): 1 on real frames.
         """
-        if input_features.dim() != 3 or input_features.shape[-1] != self.config.num_mel_bins:
+        if input_features.dim() != 3 or input_features.shape[-1] != self.config.input_size:
             raise ValueError(
-                f"input_features must have shape (batch, frames, {self.config.num_mel_bins}), "
-                f"got {tuple(input_features.shape)}"
+                f"input_features must have shape (batch, frames, {self.config.input_size}) for input_mode "
+                f"{self.config.input_mode!r}, got {tuple(input_features.shape)}; the feature extractor's input_mode "
+                "must be the model's"
             )
         lengths = frame_lengths(input_features, attention_mask)
         out_lengths = encoder_lengths(self.config, lengths)
         if self.training and (self.config.spec_augment_freq_masks or self.config.spec_augment_time_masks):
             input_features = spec_augment(input_features, lengths, self.config)
-        x = self.subsampling(input_features, out_lengths)
+        x = self._front_end(input_features, out_lengths)
         T = x.shape[1]
         if T > self.config.max_source_positions:
             raise ValueError(
@@ -372,13 +428,17 @@ class SpeechSeqEncoder(nn.Module):
             )
         # No sqrt(d_model) scaling here (unlike token embeddings): He-initialised convolutions already give unit-scale
         # frames, on a par with the positions (as in Whisper).
-        x = x + sinusoids(torch.arange(T, device=x.device), x.shape[-1]).to(x.dtype)
+        positions, rotary = torch.arange(T, device=x.device), None
+        if self.config.position_embedding == "rotary":
+            rotary = rotary_angles(positions, self.config.d_model // self.config.encoder_attention_heads)
+        else:
+            x = x + sinusoids(positions, x.shape[-1]).to(x.dtype)
         x = self.dropout(x)
         mask = None if attention_mask is None else lengths_to_mask(out_lengths, T)[:, None, None, :]
         hidden_states, attentions = [], []
-        for layer in self.layers:
+        for layer in self.layers[: self.config.active_encoder_layers]:  # all, unless progressive training says fewer
             hidden_states.append(x)
-            x, weights = layer(x, mask, output_attentions)
+            x, weights = layer(x, mask, output_attentions, rotary)
             attentions.append(weights)
         x = self.layer_norm(x)
         hidden_states.append(x)
@@ -389,8 +449,21 @@ class SpeechSeqEncoder(nn.Module):
         )
 
 
+    def _front_end(self, input_features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, input_size) -> (B, T', d_model) through the front end(s) of `config.input_mode`."""
+        mode, bins = self.config.input_mode, self.config.num_mel_bins
+        if mode == "fbank":
+            return self.subsampling(input_features, lengths)
+        if mode == "waveform":
+            return self.waveform_subsampling(input_features, lengths)
+        weight = torch.sigmoid(self.fusion_logit)
+        fbank = self.subsampling(input_features[..., :bins], lengths)
+        return weight * fbank + (1 - weight) * self.waveform_subsampling(input_features[..., bins:], lengths)
+
+
 class SpeechSeqDecoder(nn.Module):
-    """Token embedding (scaled) plus sinusoidal positions, pre-norm layers, final LayerNorm."""
+    """Token embedding (scaled) plus positions (sinusoids added, or rotary in self-attention), pre-norm layers, final
+    LayerNorm."""
 
     def __init__(self, config: SpeechSeqConfig, cross_attention: bool = True):
         super().__init__()
@@ -431,7 +504,12 @@ class SpeechSeqDecoder(nn.Module):
             )
         positions = torch.arange(past, past + T, device=input_ids.device)
         x = self.embed_tokens(input_ids) * math.sqrt(self.config.d_model)
-        x = self.dropout(x + sinusoids(positions, x.shape[-1]).to(x.dtype))
+        rotary = None
+        if self.config.position_embedding == "rotary":
+            rotary = rotary_angles(positions, self.config.d_model // self.config.decoder_attention_heads)
+        else:
+            x = x + sinusoids(positions, x.shape[-1]).to(x.dtype)
+        x = self.dropout(x)
 
         self_mask = None  # (1 or B, 1, T, past + T): causal, and padding where a mask is given
         if T > 1:
@@ -442,10 +520,11 @@ class SpeechSeqDecoder(nn.Module):
         cross_mask = None if encoder_attention_mask is None else encoder_attention_mask[:, None, None, :]
 
         hidden_states, self_attentions, cross_attentions = [], [], []
-        for layer in self.layers:
+        # all layers, unless progressive training says fewer (the language model's config has no such field)
+        for layer in self.layers[: getattr(self.config, "active_decoder_layers", None)]:
             hidden_states.append(x)
             x, self_weights, cross_weights = layer(
-                x, self_mask, encoder_hidden_states, cross_mask, past_key_values, output_attentions
+                x, self_mask, encoder_hidden_states, cross_mask, past_key_values, output_attentions, rotary
             )
             self_attentions.append(self_weights)
             cross_attentions.append(cross_weights)
@@ -589,6 +668,90 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         # A generation config marked as derived from the model config loses every field transformers does not know
         # when it is loaded again: ours (ctc_weight, lm_weight, decoding...) must survive save_pretrained.
         self.generation_config._from_model_config = False
+
+    @classmethod
+    def from_pretrained_decoder(cls, lm, config: SpeechSeqConfig, freeze_decoder: bool = True, tokenizer=None):
+        r"""
+        A new ASR model whose decoder starts as a trained language model (the assignment's "decoder initialised from
+        a pretrained LM"): the token embedding (and so the tied output layer), every layer's self-attention,
+        feed-forward and norms, and the final norm are copied from `lm`; cross-attention, the encoder and the CTC head
+        start fresh.
+
+        Args:
+            lm (`SpeechSeqForCausalLM`, `str` or `os.PathLike`): the language model, or its directory
+                (`examples/run_lm.py` writes one).
+            config (`SpeechSeqConfig`): the ASR model's config; its decoder must have the language model's shape and
+                tokens.
+            freeze_decoder (`bool`, defaults to `True`): stop gradients to the copied weights (`freeze_decoder()`;
+                `unfreeze` with `freeze_decoder(False)`). The training script freezes through its optimizer
+                instead (`--freeze_decoder_steps`), which also works under DDP.
+            tokenizer (*optional*): the ASR model's tokenizer; when given, it must equal the tokenizer saved beside
+                `lm` (same tokens, same ids).
+
+        Raises:
+            ValueError: listing every difference in shape or tokens between `lm` and `config`'s decoder.
+
+        Example:
+
+        ```python
+        >>> from speechseq import SpeechSeqConfig, SpeechSeqLMConfig, SpeechSeqForCausalLM
+        >>> from speechseq import SpeechSeqForConditionalGeneration
+        >>> lm = SpeechSeqForCausalLM(SpeechSeqLMConfig.from_preset("tiny", vocab_size=40))
+        >>> model = SpeechSeqForConditionalGeneration.from_pretrained_decoder(
+        ...     lm, SpeechSeqConfig.from_preset("tiny", vocab_size=40))
+        >>> model.model.decoder.embed_tokens.weight.requires_grad
+        False
+        ```
+        """
+        lm_dir = None
+        if isinstance(lm, (str, os.PathLike)):
+            lm_dir, lm = lm, SpeechSeqForCausalLM.from_pretrained(lm)
+        if not isinstance(lm, SpeechSeqForCausalLM):
+            raise ValueError(f"the decoder can start only from a SpeechSeqForCausalLM, got {type(lm).__name__}")
+        mismatches = [
+            f"{name} {getattr(lm.config, name)!r} != {getattr(config, name)!r}"
+            for name in ("vocab_size", "d_model", "decoder_layers", "decoder_attention_heads", "decoder_ffn_dim",
+                         "activation_function", "position_embedding", "tie_word_embeddings", "pad_token_id",
+                         "eos_token_id")
+            if getattr(lm.config, name) != getattr(config, name)
+        ]  # fmt: skip
+        if lm.config.bos_token_id != config.decoder_start_token_id:
+            mismatches.append(f"bos_token_id {lm.config.bos_token_id!r} != decoder_start_token_id "
+                              f"{config.decoder_start_token_id!r}")  # fmt: skip
+        if tokenizer is not None:
+            from .tokenization_speechseq import load_tokenizer
+
+            if lm_dir is None:
+                raise ValueError("a tokenizer to check needs the language model's directory, where its tokenizer is")
+            lm_vocab, vocab = load_tokenizer(lm_dir).get_vocab(), tokenizer.get_vocab()
+            if lm_vocab != vocab:
+                differ = sorted(set(lm_vocab.items()) ^ set(vocab.items()), key=str)[:5]
+                mismatches.append(f"tokenizers differ ({len(lm_vocab)} vs {len(vocab)} tokens; e.g. {differ})")
+        if mismatches:
+            raise ValueError("cannot start the decoder from this language model, they differ in: " + "; ".join(mismatches))
+
+        model = cls(config)
+        missing, unexpected = model.model.decoder.load_state_dict(lm.model.state_dict(), strict=False)
+        if unexpected or any(not name.startswith("layers.") or ".encoder_attn" not in name for name in missing):
+            raise ValueError(f"language model weights do not map onto the decoder: missing {missing}, "
+                             f"unexpected {unexpected}")  # fmt: skip
+        model.lm_head.load_state_dict(lm.lm_head.state_dict())  # the embedding again when both tie them
+        model.freeze_decoder(freeze_decoder)
+        return model
+
+    def decoder_lm_parameter_names(self) -> list[str]:
+        """The parameters a language model provides (`from_pretrained_decoder`): the decoder but its cross-attention,
+        and the output layer."""
+        names = [f"model.decoder.{name}" for name, _ in self.model.decoder.named_parameters()
+                 if ".encoder_attn" not in name]  # fmt: skip
+        return names + [name for name, _ in self.lm_head.named_parameters(prefix="lm_head") if name not in names]
+
+    def freeze_decoder(self, frozen: bool = True) -> None:
+        """Stop (or, with `False`, restore) gradients to the weights a language model provides: all of the decoder
+        but its cross-attention, which must learn to listen. (As Whisper's `freeze_encoder`.)"""
+        parameters = dict(self.named_parameters(remove_duplicate=False))
+        for name in self.decoder_lm_parameter_names():
+            parameters[name].requires_grad_(not frozen)
 
     def generate(
         self,

@@ -150,3 +150,16 @@ def test_spec_augment_masks_only_real_frames_and_only_in_training(tokenizer):
         model.train()
         c = model.model.encoder(features, mask).last_hidden_state
         assert not torch.allclose(a, c)
+
+
+def test_spec_augment_frequency_masks_leave_waveform_samples_alone(tokenizer):
+    model = tiny_model(tokenizer, input_mode="fusion", spec_augment_freq_masks=2, spec_augment_freq_width=27)
+    features = torch.randn(4, 200, 240) + 5
+    lengths = torch.full((4,), 200)
+    masked = spec_augment(features, lengths, model.config)
+    zeroed = masked == 0
+    assert zeroed[..., :80].any() and not zeroed[..., 80:].any()
+    waveform_only = tiny_model(tokenizer, input_mode="waveform", spec_augment_freq_masks=2, spec_augment_time_masks=2)
+    masked = spec_augment(torch.randn(4, 200, 160) + 5, lengths, waveform_only.config)
+    zeroed = masked == 0
+    assert (zeroed.all(-1) | ~zeroed.any(-1)).all()  # time masks only: whole frames or nothing

@@ -188,3 +188,27 @@ def test_any_waveform_gives_finite_features_or_a_value_error(item):
 @functools.cache
 def _processor():
     return SpeechSeqProcessor(SpeechSeqFeatureExtractor(), train_tokenizer(["ab"]))
+
+
+def test_waveform_and_fusion_inputs_carry_each_frames_hop(tmp_path):
+    fbank = SpeechSeqFeatureExtractor()(NOISE[:2], sampling_rate=16000, return_tensors="np")
+    fusion = SpeechSeqFeatureExtractor(input_mode="fusion")(NOISE[:2], sampling_rate=16000, return_tensors="np")
+    waveform = SpeechSeqFeatureExtractor(input_mode="waveform")(NOISE[:2], sampling_rate=16000, return_tensors="np")
+    frames = fbank["input_features"].shape[1]
+    assert fusion["input_features"].shape == (2, frames, 240) and waveform["input_features"].shape == (2, frames, 160)
+    np.testing.assert_array_equal(fusion["attention_mask"], fbank["attention_mask"])
+    np.testing.assert_allclose(fusion["input_features"][..., :80], fbank["input_features"])
+    np.testing.assert_allclose(fusion["input_features"][..., 80:], waveform["input_features"])
+    for i, audio in enumerate(NOISE[:2]):
+        n = int(fbank["attention_mask"][i].sum())  # frame t carries samples [160 t, 160 t + 160), standardised
+        samples = audio[: n * 160].astype(np.float64)
+        expected = ((samples - samples.mean()) / samples.std()).reshape(n, 160)
+        np.testing.assert_allclose(waveform["input_features"][i, :n], expected, rtol=1e-4, atol=1e-4)
+        assert not waveform["input_features"][i, n:].any()  # padding
+    extractor = SpeechSeqFeatureExtractor(input_mode="fusion")
+    extractor.save_pretrained(tmp_path)
+    assert SpeechSeqFeatureExtractor.from_pretrained(tmp_path).input_mode == "fusion"
+    with pytest.raises(ValueError, match="needs audio"):
+        extractor(input_features=[np.zeros((80, 50), np.float32)])
+    with pytest.raises(ValueError, match="input_mode must be one of"):
+        SpeechSeqFeatureExtractor(input_mode="wav")

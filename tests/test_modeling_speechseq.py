@@ -1,8 +1,15 @@
+import numpy as np
 import pytest
 import torch
 
-from speechseq import SpeechSeqForConditionalGeneration
-from speechseq.modeling_speechseq import shift_tokens_right
+from speechseq import (
+    SpeechSeqForCausalLM,
+    SpeechSeqForConditionalGeneration,
+    SpeechSeqLMConfig,
+    special_token_ids,
+    train_tokenizer,
+)
+from speechseq.modeling_speechseq import rotary_angles, rotate, shift_tokens_right
 
 from conftest import tiny_model
 
@@ -103,8 +110,9 @@ def test_padding_in_a_batch_changes_nothing(tokenizer, subsampling, lstm):
             torch.testing.assert_close(batched.ctc_logits[i, :n], alone.ctc_logits[0])
 
 
-def test_cached_decoding_equals_uncached(tokenizer):
-    model = tiny_model(tokenizer)
+@pytest.mark.parametrize("position_embedding", ["sinusoidal", "rotary"])
+def test_cached_decoding_equals_uncached(tokenizer, position_embedding):
+    model = tiny_model(tokenizer, position_embedding=position_embedding)
     features, mask, labels = batch(len(tokenizer))
     decoder_input_ids = shift_tokens_right(labels, 0, 3)
     with torch.no_grad():
@@ -217,3 +225,166 @@ def test_ctc_greedy_decoding_merges_repeats_and_drops_blanks(tokenizer):
     assert torch.equal(model.generate(features, attention_mask=mask), generated)
     with pytest.raises(ValueError, match="decoding must be"):
         model.generate(features, decoding="rnnt")
+
+
+# --- The "Echo" options: rotary positions and soft masking ---
+
+
+def test_rotary_scores_depend_only_on_the_offset():
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 16, generator=g), torch.randn(1, 1, 1, 16, generator=g)
+
+    def score(i, j):
+        rq, rk = (rotate(x, rotary_angles(torch.tensor([p]), 16)) for x, p in ((q, i), (k, j)))
+        return (rq * rk).sum()
+
+    torch.testing.assert_close(score(3, 1), score(40, 38))  # same offset, same score
+    assert not torch.isclose(score(3, 1), score(3, 2))
+    torch.testing.assert_close(rotate(q, rotary_angles(torch.tensor([7]), 16)).norm(), q.norm())  # a rotation
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft"])
+def test_soft_masking_lets_the_decoder_see_future_tokens(tokenizer, mode):
+    """Change the last decoder input and watch the first position's output: hard masking hides the future from it;
+    soft masking (logits times 1e-6 instead of -inf) leaves every masked token a weight near exp(0), so the first
+    position sees what comes after it (and would learn to copy it in training)."""
+    model = tiny_model(tokenizer, attention_mask_mode=mode)
+    features, mask, labels = batch(len(tokenizer))
+    inputs = shift_tokens_right(labels, 0, 3)[:1]
+    changed = inputs.clone()
+    changed[0, -1] = 7 if inputs[0, -1] != 7 else 8
+    with torch.no_grad():
+        before = model(features[:1], decoder_input_ids=inputs).logits[0, 0]
+        after = model(features[:1], decoder_input_ids=changed).logits[0, 0]
+    if mode == "hard":
+        torch.testing.assert_close(before, after)
+    else:
+        assert (before - after).abs().max() > 1e-4
+
+
+ECHO_OPTIONS = [
+    {"position_embedding": "rotary"},
+    {"attention_mask_mode": "soft"},
+    {"input_mode": "waveform"},
+    {"input_mode": "fusion"},
+]
+
+
+@pytest.mark.parametrize("options", ECHO_OPTIONS, ids=lambda o: "-".join(map(str, o.values())))
+def test_echo_options_train_save_reload_generate_and_serve(tokenizer, tmp_path, options):
+    from transformers import pipeline
+
+    from speechseq import SpeechSeqFeatureExtractor, SpeechSeqProcessor
+
+    model = tiny_model(tokenizer, **options).train()
+    processor = SpeechSeqProcessor(SpeechSeqFeatureExtractor(input_mode=model.config.input_mode), tokenizer)
+    audio = [np.random.default_rng(i).standard_normal(n).astype(np.float32) * 0.1 for i, n in enumerate((19200, 12800))]
+    inputs = processor(audio=audio, sampling_rate=16000, text=["hello world", "good bye"], return_tensors="pt")
+    assert inputs["input_features"].shape[-1] == model.config.input_size
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(5):
+        loss = model(**inputs).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    model.eval().save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = SpeechSeqForConditionalGeneration.from_pretrained(tmp_path).eval()
+    for key, value in options.items():
+        assert getattr(loaded.config, key) == value
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits)
+    features, mask = inputs["input_features"], inputs["attention_mask"]
+    greedy = loaded.generate(features, attention_mask=mask, max_new_tokens=6)
+    fused = loaded.generate(features, attention_mask=mask, num_beams=3, ctc_weight=0.3, max_new_tokens=6)
+    assert greedy.shape[0] == fused.shape[0] == 2 and (greedy[:, 0] == 3).all() and (fused[:, 0] == 3).all()
+    # the pipeline feeds the model what its own extractor makes: its transcript is generate()'s
+    asr = pipeline("automatic-speech-recognition", model=str(tmp_path))
+    expected = processor.batch_decode(loaded.generate(features[:1, : int(mask[0].sum())]), skip_special_tokens=True)
+    assert asr(audio[0], generate_kwargs={"num_beams": 1})["text"] == expected[0]  # the pipeline's default is 5
+
+
+def test_fusion_blends_both_front_ends_by_a_learned_weight(tokenizer):
+    model = tiny_model(tokenizer, input_mode="fusion")
+    encoder = model.model.encoder
+    features = torch.randn(1, 60, model.config.input_size)
+    lengths = model._get_feat_extract_output_lengths(torch.tensor([60]))
+    with torch.no_grad():
+        fbank = encoder.subsampling(features[..., :80], lengths)
+        waveform = encoder.waveform_subsampling(features[..., 80:], lengths)
+        torch.testing.assert_close(encoder._front_end(features, lengths), 0.5 * fbank + 0.5 * waveform)
+        encoder.fusion_logit.fill_(20.0)  # all filterbank
+        torch.testing.assert_close(encoder._front_end(features, lengths), fbank, atol=1e-6, rtol=1e-5)
+    model.train()(features, decoder_input_ids=torch.tensor([[3, 7]])).logits.sum().backward()
+    assert encoder.fusion_logit.grad is not None
+    with pytest.raises(ValueError, match="input_mode 'fusion'"):
+        model(torch.randn(1, 60, 80), decoder_input_ids=torch.tensor([[3]]))
+
+
+def test_active_layers_run_as_a_shallower_model(tokenizer):
+    deep = tiny_model(tokenizer, active_encoder_layers=1, active_decoder_layers=1)
+    shallow = tiny_model(tokenizer, encoder_layers=1, decoder_layers=1)
+    missing, unexpected = shallow.load_state_dict(deep.state_dict(), strict=False)
+    assert not missing and all(".layers.1." in name for name in unexpected)
+    features, mask, labels = batch(len(tokenizer))
+    with torch.no_grad():
+        torch.testing.assert_close(deep(features, attention_mask=mask, labels=labels).logits,
+                                   shallow(features, attention_mask=mask, labels=labels).logits)  # fmt: skip
+    with pytest.raises(ValueError, match="active_encoder_layers"):
+        tiny_model(tokenizer, active_encoder_layers=3)
+
+
+# --- A decoder started from a language model ---
+
+
+def tiny_lm(tokenizer, seed=1, **overrides):
+    torch.manual_seed(seed)
+    ids = {k: v for k, v in special_token_ids(tokenizer).items() if k in ("vocab_size", "pad_token_id", "bos_token_id",
+                                                                          "eos_token_id")}  # fmt: skip
+    return SpeechSeqForCausalLM(SpeechSeqLMConfig.from_preset("tiny", **ids, **overrides))
+
+
+def test_decoder_from_a_language_model_copies_its_weights_exactly(tokenizer, tmp_path):
+    lm = tiny_lm(tokenizer)
+    lm.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    config = tiny_model(tokenizer).config
+    for source, given_tokenizer in ((lm, None), (tmp_path, tokenizer)):
+        model = SpeechSeqForConditionalGeneration.from_pretrained_decoder(
+            source, config, freeze_decoder=False, tokenizer=given_tokenizer
+        )
+        decoder = model.model.decoder.state_dict()
+        for name, weight in lm.model.state_dict().items():
+            assert torch.equal(decoder[name], weight), name
+        assert torch.equal(model.lm_head.weight, lm.lm_head.weight)
+
+
+def test_a_frozen_decoder_gets_no_gradients_but_cross_attention_does(tokenizer):
+    model = SpeechSeqForConditionalGeneration.from_pretrained_decoder(tiny_lm(tokenizer), tiny_model(tokenizer).config)
+    features, mask, labels = batch(len(tokenizer))
+    model.train()(features, attention_mask=mask, labels=labels).loss.backward()
+    layer = model.model.decoder.layers[0]
+    assert layer.self_attn.q_proj.weight.grad is None and layer.mlp.fc1.weight.grad is None
+    assert model.model.decoder.embed_tokens.weight.grad is None and model.lm_head.weight.grad is None
+    assert layer.encoder_attn.q_proj.weight.grad.abs().sum() > 0
+    assert model.model.encoder.layers[0].mlp.fc1.weight.grad.abs().sum() > 0
+    model.freeze_decoder(False)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_a_mismatched_language_model_raises_listing_every_difference(tokenizer, tmp_path):
+    config = tiny_model(tokenizer).config
+    lm = tiny_lm(tokenizer, d_model=32, decoder_layers=3)
+    with pytest.raises(ValueError, match=r"d_model 32 != 64.*decoder_layers 3 != 2"):
+        SpeechSeqForConditionalGeneration.from_pretrained_decoder(lm, config)
+    with pytest.raises(ValueError, match="position_embedding 'rotary' != 'sinusoidal'"):
+        SpeechSeqForConditionalGeneration.from_pretrained_decoder(tiny_lm(tokenizer, position_embedding="rotary"),
+                                                                  config)  # fmt: skip
+    other = train_tokenizer(["hello world", "good bye"], kind="char")  # fewer letters: other ids
+    tiny_lm(tokenizer).save_pretrained(tmp_path)
+    other.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="tokenizers differ"):
+        SpeechSeqForConditionalGeneration.from_pretrained_decoder(tmp_path, config, tokenizer=tokenizer)
