@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ import transformers
 from datasets import Dataset, load_dataset
 from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
 
+from .attention_plots import AttentionPlots
 from .configuration_speechseq import SpeechSeqConfig
 from .data.collator import SpeechSeqDataCollator
 from .data.loaders import (
@@ -39,12 +41,18 @@ from .data.loaders import (
 )
 from .feature_extraction_speechseq import SpeechSeqFeatureExtractor
 from .metrics import load_metric
-from .modeling_speechseq import SpeechSeqForConditionalGeneration
+from .modeling_speechseq import (
+    SpeechSeqDecoder,
+    SpeechSeqDecoderLayer,
+    SpeechSeqEncoder,
+    SpeechSeqEncoderLayer,
+    SpeechSeqForConditionalGeneration,
+)
 from .processing_speechseq import SpeechSeqProcessor
 from .tokenization_speechseq import load_tokenizer, special_token_ids, train_tokenizer
 
-__all__ = ["ModelArguments", "DataArguments", "SpeechSeqTrainingArguments", "WallClockBudget", "main",
-           "build_processor_and_model", "load_split"]
+__all__ = ["ModelArguments", "DataArguments", "SpeechSeqTrainingArguments", "SpeechSeqTrainer", "WallClockBudget",
+           "Stage", "ProgressiveTraining", "read_stages", "main", "build_processor_and_model", "load_split"]
 
 logger = logging.getLogger("speechseq.training")
 
@@ -67,6 +75,11 @@ class ModelArguments:
     vocab_size: int | None = field(default=None, metadata={"help": "BPE vocabulary size (1000, 5000, 10000...)."})
     tokenizer_path: str | None = field(
         default=None, metadata={"help": "A tokenizer to use instead of training one: a saved directory or a JSON file."}
+    )
+    decoder_lm_path: str | None = field(
+        default=None,
+        metadata={"help": "A SpeechSeqForCausalLM directory (examples/run_lm.py) to start the decoder from; its "
+                  "tokenizer becomes the model's. See --freeze_decoder_steps and --learning_rates."},
     )
     normalization: str = field(
         default="utterance", metadata={"help": "Feature normalisation: 'utterance', 'global' (fit on train) or 'none'."}
@@ -114,6 +127,215 @@ class SpeechSeqTrainingArguments(Seq2SeqTrainingArguments):
         metadata={"help": "Stop training after this many wall-clock minutes of this run, then save as at the end "
                   "(for equal-time comparisons; --max_steps still sets the learning-rate schedule)."},
     )
+    learning_rates: str | None = field(
+        default=None,
+        metadata={"help": 'JSON of parameter-name prefix -> learning rate, e.g. \'{"model.decoder": 3e-4}\' for a '
+                  "pretrained decoder; the longest matching prefix wins, the rest get --learning_rate, and the "
+                  "schedule scales every rate alike."},
+    )
+    freeze_decoder_steps: int = field(
+        default=0,
+        metadata={"help": "With --decoder_lm_path: leave the weights copied from the language model unchanged for "
+                  "this many steps while cross-attention and the encoder learn to feed it."},
+    )
+    progressive_schedule: str | None = field(
+        default=None,
+        metadata={"help": "Progressive training: a JSON list of stages (or a file of one) that grows the model "
+                  "layer by layer; see speechseq.training.Stage."},
+    )
+    attention_plots: bool = field(
+        default=False,
+        metadata={"help": "At each evaluation, draw the decoder's self- and cross-attention on the first dev "
+                  "utterance and transcribe three (output_dir/attention/, and TensorBoard)."},
+    )
+    attention_plot_layer: int = field(default=-1, metadata={"help": "Decoder layer to plot (negative: from the end)."})
+    attention_plot_head: int = field(default=-1, metadata={"help": "Head to plot; -1 plots the mean of the heads."})
+
+
+class SpeechSeqTrainer(Seq2SeqTrainer):
+    """`Seq2SeqTrainer` whose optimizer gives some parameters learning rates of their own and leaves some unchanged
+    for spans of steps.
+
+    Args:
+        learning_rates (`dict[str, float]`): parameter-name prefix -> learning rate; the longest matching prefix wins,
+            the others get `args.learning_rate`. The schedule (warm-up, decay) scales every rate alike.
+        frozen_steps (`dict[str, list[tuple[int, int]]]`): parameter-name prefix -> spans `[first, end)` of steps
+            in which those parameters are not updated.
+
+    A frozen parameter keeps `requires_grad`: its optimizer group's learning rate is 0 during the span (with AdamW:
+    no step and no weight decay; its moments keep accumulating). `requires_grad=False` would not do under DDP, which
+    synchronises only the parameters that wanted gradients when it wrapped the model, so a parameter thawed later
+    would drift apart on every process.
+    """
+
+    def __init__(self, *args, learning_rates: dict | None = None, frozen_steps: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.learning_rates, self.frozen_steps = learning_rates or {}, frozen_steps or {}
+
+    def create_optimizer(self, model=None):
+        model = self.model if model is None else model
+        if self.optimizer is None and (self.learning_rates or self.frozen_steps):
+            decay = set(self.get_decay_parameter_names(model))
+            groups = {}  # (learning rate, decays, frozen spans) -> parameters, in the model's order
+            for name, param in model.named_parameters():
+                if not param.requires_grad:  # frozen for good, as the Trainer's own optimizer leaves them
+                    continue
+                matches = [prefix for prefix in self.learning_rates if name.startswith(prefix)]
+                lr = self.learning_rates[max(matches, key=len)] if matches else self.args.learning_rate
+                spans = sorted({tuple(span) for prefix, spans in self.frozen_steps.items() if name.startswith(prefix)
+                                for span in spans})  # fmt: skip
+                groups.setdefault((lr, name in decay, tuple(spans)), []).append(param)
+            names = [name for name, _ in model.named_parameters()]
+            unmatched = [prefix for prefix in self.learning_rates if not any(n.startswith(prefix) for n in names)]
+            if unmatched:
+                raise ValueError(f"learning rates given for {unmatched}, which name no parameter of the model "
+                                 f"(names look like {names[0]!r})")  # fmt: skip
+            # the plain group first: the Trainer logs the first group's learning rate
+            keys = sorted(groups, key=lambda key: (bool(key[2]), key[0] != self.args.learning_rate))
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            self.optimizer = optimizer_cls([
+                {"params": groups[key], "lr": key[0], "weight_decay": self.args.weight_decay if key[1] else 0.0,
+                 "frozen_steps": [list(span) for span in key[2]]}
+                for key in keys
+            ], **optimizer_kwargs)  # fmt: skip
+        return super().create_optimizer(model)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        groups = scheduler.optimizer.param_groups
+        if any(group.get("frozen_steps") for group in groups):
+            if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                raise ValueError(f"frozen steps need a LambdaLR schedule, not --lr_scheduler_type "
+                                 f"{self.args.lr_scheduler_type}")  # fmt: skip
+            scheduler.lr_lambdas = [_frozen_during(group.get("frozen_steps", ()), schedule)
+                                    for group, schedule in zip(groups, scheduler.lr_lambdas)]  # fmt: skip
+            for group, base, schedule in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base * schedule(scheduler.last_epoch)
+        return scheduler
+
+
+def _frozen_during(spans, schedule: Callable[[int], float]) -> Callable[[int], float]:
+    """`schedule`, but 0 at the steps inside `spans`. A closure, so LambdaLR's state_dict leaves it out (it saves the
+    state of callable objects only) and resuming rebuilds it from the arguments."""
+
+    def factor(step: int) -> float:
+        return 0.0 if any(first <= step < end for first, end in spans) else schedule(step)
+
+    return factor
+
+
+@dataclass
+class Stage:
+    """One stage of progressive training, from `step` on: the model runs its first `encoder_layers` and
+    `decoder_layers` layers (the others wait, untouched, at their initial weights); the layers of the stage before
+    get no updates for `freeze_old_steps` steps while the new ones catch up; and each regulariser given is set
+    (`None`: left as it is). In JSON, a list of these as objects, e.g.
+
+        [{"step": 0, "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.0, "label_smoothing": 0.0},
+         {"step": 2000, "encoder_layers": 6, "decoder_layers": 3, "freeze_old_steps": 500, "dropout": 0.05},
+         {"step": 5000, "encoder_layers": 12, "decoder_layers": 6, "dropout": 0.1, "label_smoothing": 0.1,
+          "spec_augment_freq_masks": 2, "spec_augment_time_masks": 2}]
+    """
+
+    step: int
+    encoder_layers: int
+    decoder_layers: int
+    freeze_old_steps: int = 0
+    dropout: float | None = None
+    label_smoothing: float | None = None
+    spec_augment_freq_masks: int | None = None
+    spec_augment_time_masks: int | None = None
+
+
+def read_stages(schedule: str | list, config: SpeechSeqConfig) -> list[Stage]:
+    """Stages from JSON text, a JSON file or a list of dicts, checked against the model's `config`.
+
+    Raises:
+        ValueError: naming the stage and what is wrong with it.
+    """
+    if isinstance(schedule, str):
+        schedule = json.loads(Path(schedule).read_text() if Path(schedule).is_file() else schedule)
+    if not isinstance(schedule, list) or not schedule:
+        raise ValueError(f"a progressive schedule is a non-empty JSON list of stages, got {schedule!r}")
+    names = {f.name for f in dataclasses.fields(Stage)}
+    stages = []
+    for i, stage in enumerate(schedule):
+        if not isinstance(stage, dict):
+            raise ValueError(f"stage {i} of the progressive schedule is not an object: {stage!r}")
+        if set(stage) - names:
+            raise ValueError(f"stage {i} of the progressive schedule: unknown keys {sorted(set(stage) - names)} "
+                             f"(known: {sorted(names)})")  # fmt: skip
+        try:
+            stages.append(Stage(**stage))
+        except TypeError as error:
+            raise ValueError(f"stage {i} of the progressive schedule: {error}") from None
+    if stages[0].step != 0:
+        raise ValueError(f"the progressive schedule must start at step 0, not {stages[0].step}")
+    for i, (before, stage) in enumerate(zip(stages, stages[1:]), 1):
+        if stage.step <= before.step:
+            raise ValueError(f"stage {i} starts at step {stage.step}, not after stage {i - 1} ({before.step})")
+        if stage.encoder_layers < before.encoder_layers or stage.decoder_layers < before.decoder_layers:
+            raise ValueError(f"stage {i} has fewer layers than stage {i - 1}: stages only add layers")
+    for i, stage in enumerate(stages):
+        encoder, decoder = stage.encoder_layers, stage.decoder_layers
+        if not (1 <= encoder <= config.encoder_layers and 1 <= decoder <= config.decoder_layers):
+            raise ValueError(f"stage {i} asks for {stage.encoder_layers} encoder and {stage.decoder_layers} decoder "
+                             f"layers; the model has {config.encoder_layers} and {config.decoder_layers}")  # fmt: skip
+    return stages
+
+
+def progressive_frozen_steps(stages: list[Stage]) -> dict[str, list[tuple[int, int]]]:
+    """For `SpeechSeqTrainer(frozen_steps=...)`: each stage's `freeze_old_steps` over the layers of the stage before."""
+    frozen = {}
+    for before, stage in zip(stages, stages[1:]):
+        if stage.freeze_old_steps:
+            span = (stage.step, stage.step + stage.freeze_old_steps)
+            layers = [f"model.encoder.layers.{i}." for i in range(before.encoder_layers)]
+            layers += [f"model.decoder.layers.{i}." for i in range(before.decoder_layers)]
+            for prefix in layers:
+                frozen.setdefault(prefix, []).append(span)
+    return frozen
+
+
+class ProgressiveTraining(TrainerCallback):
+    """Runs a progressive schedule (`Stage`s): before each step, the model uses the layers and regularisers of the
+    stage that step is in. Every layer exists (and is in the optimizer) from the start, so the optimizer and the
+    schedule follow the new parameters with nothing to rebuild, and a checkpoint taken mid-schedule resumes into the
+    stage of its step. The old layers' pauses are the trainer's `frozen_steps` (`progressive_frozen_steps`)."""
+
+    def __init__(self, stages: list[Stage]):
+        self.stages = stages
+        self.current = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._enter(state.global_step, model)
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        self._enter(state.global_step, model)
+
+    def _enter(self, step: int, model):
+        stage = [s for s in self.stages if s.step <= step][-1]
+        if stage is self.current:
+            return
+        self.current = stage
+        config = model.config
+        config.active_encoder_layers = None if stage.encoder_layers == config.encoder_layers else stage.encoder_layers
+        config.active_decoder_layers = None if stage.decoder_layers == config.decoder_layers else stage.decoder_layers
+        if stage.dropout is not None:
+            set_dropout(model, stage.dropout)
+        for name in ("label_smoothing", "spec_augment_freq_masks", "spec_augment_time_masks"):
+            if getattr(stage, name) is not None:
+                setattr(config, name, getattr(stage, name))
+        logger.info("step %d: progressive stage of %d encoder and %d decoder layers", step, stage.encoder_layers,
+                    stage.decoder_layers)  # fmt: skip
+
+
+def set_dropout(model, p: float) -> None:
+    """Set the residual and embedding dropout (`config.dropout`) of a built model."""
+    for module in model.modules():
+        if isinstance(module, (SpeechSeqEncoderLayer, SpeechSeqDecoderLayer, SpeechSeqEncoder, SpeechSeqDecoder)):
+            module.dropout.p = p
+    model.config.dropout = p
 
 
 class WallClockBudget(TrainerCallback):
@@ -167,8 +389,8 @@ def build_processor_and_model(model_args: ModelArguments, train_texts):
         processor = SpeechSeqProcessor.from_pretrained(model_args.model_name_or_path)
         model = SpeechSeqForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
     else:
-        if model_args.tokenizer_path:
-            tokenizer = load_tokenizer(model_args.tokenizer_path)
+        if model_args.tokenizer_path or model_args.decoder_lm_path:
+            tokenizer = load_tokenizer(model_args.tokenizer_path or model_args.decoder_lm_path)
         else:
             tokenizer = train_tokenizer(train_texts, kind=model_args.tokenizer_kind, vocab_size=model_args.vocab_size)
         overrides = json.loads(model_args.config_overrides) if model_args.config_overrides else {}
@@ -186,13 +408,19 @@ def build_processor_and_model(model_args: ModelArguments, train_texts):
         else:
             config = SpeechSeqConfig.from_preset(model_args.preset, **special_token_ids(tokenizer), **overrides)
         normalization = "none" if model_args.normalization == "global" else model_args.normalization
-        extractor = SpeechSeqFeatureExtractor(normalization=normalization, min_frames=config.min_input_frames)
+        extractor = SpeechSeqFeatureExtractor(normalization=normalization, min_frames=config.min_input_frames,
+                                              input_mode=config.input_mode)  # fmt: skip
         processor = SpeechSeqProcessor(extractor, tokenizer)
         if model_args.architecture == "speech2text":
             return processor, speech2text_baseline(config)
         if model_args.architecture != "speechseq":
             raise ValueError(f"--architecture must be 'speechseq' or 'speech2text', got {model_args.architecture!r}")
-        model = SpeechSeqForConditionalGeneration(config)
+        if model_args.decoder_lm_path:  # frozen, if asked, by the trainer's optimizer (--freeze_decoder_steps)
+            model = SpeechSeqForConditionalGeneration.from_pretrained_decoder(
+                model_args.decoder_lm_path, config, freeze_decoder=False, tokenizer=tokenizer
+            )
+        else:
+            model = SpeechSeqForConditionalGeneration(config)
     mismatch = {k: (v, getattr(model.config, k, None)) for k, v in special_token_ids(processor.tokenizer).items()
                 if getattr(model.config, k, None) != v}  # fmt: skip
     if mismatch:
@@ -309,7 +537,27 @@ def main(argv=None):
         return {"wer": wer.compute(predictions=hypotheses, references=references),
                 "cer": cer.compute(predictions=hypotheses, references=references)}  # fmt: skip
 
-    trainer = Seq2SeqTrainer(
+    callbacks, frozen_steps = [], {}
+    if training_args.max_train_minutes:
+        callbacks.append(WallClockBudget(training_args.max_train_minutes))
+    if training_args.progressive_schedule:
+        if not isinstance(model, SpeechSeqForConditionalGeneration):
+            raise ValueError("--progressive_schedule grows speechseq models only, not --architecture speech2text")
+        stages = read_stages(training_args.progressive_schedule, model.config)
+        callbacks.append(ProgressiveTraining(stages))
+        frozen_steps.update(progressive_frozen_steps(stages))
+    if training_args.attention_plots:
+        if evaluation is None:
+            raise ValueError("--attention_plots draws at evaluation: add --eval_strategy steps (or --do_eval)")
+        callbacks.append(AttentionPlots(processor, evaluation, training_args.attention_plot_layer,
+                                        training_args.attention_plot_head))  # fmt: skip
+    if training_args.freeze_decoder_steps:
+        if not (model_args.decoder_lm_path or model_args.model_name_or_path):
+            raise ValueError("--freeze_decoder_steps freezes a decoder copied from a language model: "
+                             "add --decoder_lm_path")
+        for name in model.decoder_lm_parameter_names():
+            frozen_steps.setdefault(name, []).append((0, training_args.freeze_decoder_steps))
+    trainer = SpeechSeqTrainer(
         model=model,
         args=training_args,
         train_dataset=train,
@@ -317,7 +565,9 @@ def main(argv=None):
         data_collator=SpeechSeqDataCollator(processor),
         processing_class=processor,
         compute_metrics=compute_metrics if training_args.predict_with_generate else None,
-        callbacks=[WallClockBudget(training_args.max_train_minutes)] if training_args.max_train_minutes else None,
+        callbacks=callbacks,
+        learning_rates=json.loads(training_args.learning_rates) if training_args.learning_rates else None,
+        frozen_steps=frozen_steps,
     )
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint)

@@ -210,3 +210,124 @@ def test_metric_modules_load_by_path_offline():
     assert cer.compute(predictions=["abc"], references=["abd"]) == 1 / 3
     with pytest.raises(ValueError, match="unknown metric"):
         load_metric("bleu")
+
+
+# --- Training strategies: learning-rate groups, frozen spans, a decoder from a language model, progressive growth ---
+
+
+def weights(checkpoint) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(checkpoint / "model.safetensors")
+
+
+def changed(before: dict, after: dict, prefix: str) -> bool:
+    names = [name for name in before if name.startswith(prefix)]
+    assert names, prefix
+    return any(not torch.equal(before[name], after[name]) for name in names)
+
+
+def test_learning_rate_groups_reach_the_optimizer(manifest, tmp_path):
+    out = tmp_path / "groups"
+    main([*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "2", "--save_steps",
+          "1", "--lr_scheduler_type", "constant", "--learning_rates", '{"model.decoder": 1e-4, "ctc_head": 0.0}'])
+    groups = torch.load(out / "checkpoint-1" / "optimizer.pt", weights_only=False)["param_groups"]
+    assert sorted({group["lr"] for group in groups}) == [0.0, 1e-4, 3e-3]
+    first, second = weights(out / "checkpoint-1"), weights(out / "checkpoint-2")
+    assert not changed(first, second, "ctc_head.")  # learning rate 0
+    assert changed(first, second, "model.decoder.") and changed(first, second, "model.encoder.")
+    with pytest.raises(ValueError, match="name no parameter"):
+        main([*data_args(manifest), *ARGS, "--output_dir", str(tmp_path / "typo"), "--do_train", "--max_steps", "1",
+              "--learning_rates", '{"model.decoderr": 1e-4}'])  # fmt: skip
+
+
+def test_a_decoder_from_a_language_model_stays_frozen_for_its_steps(manifest, tmp_path, tokenizer):
+    from speechseq import SpeechSeqForCausalLM, SpeechSeqLMConfig, special_token_ids
+
+    lm_dir, out = tmp_path / "lm", tmp_path / "from_lm"
+    ids = special_token_ids(tokenizer)
+    ids = {k: v for k, v in ids.items() if k not in ("decoder_start_token_id", "blank_token_id")}
+    SpeechSeqForCausalLM(SpeechSeqLMConfig.from_preset("tiny", **ids)).save_pretrained(lm_dir)
+    tokenizer.save_pretrained(lm_dir)
+    main([*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "3", "--save_steps",
+          "1", "--decoder_lm_path", str(lm_dir), "--freeze_decoder_steps", "2"])  # fmt: skip
+    lm = SpeechSeqForCausalLM.from_pretrained(lm_dir).model.state_dict()
+    lm = {f"model.decoder.{name}": weight for name, weight in lm.items()}
+    steps = [weights(out / f"checkpoint-{step}") for step in (1, 2, 3)]
+    for step in steps[:2]:  # frozen: still the language model's weights
+        assert all(torch.equal(step[name], weight) for name, weight in lm.items())
+    assert changed(steps[0], steps[1], "model.decoder.layers.0.encoder_attn.")  # cross-attention learns meanwhile
+    assert changed(steps[1], steps[2], "model.decoder.layers.0.self_attn.")  # thawed at step 2
+    assert changed(steps[1], steps[2], "model.decoder.embed_tokens.")
+
+
+STAGES = [
+    {"step": 0, "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.0, "label_smoothing": 0.0},
+    {"step": 2, "encoder_layers": 2, "decoder_layers": 2, "freeze_old_steps": 1, "dropout": 0.1,
+     "label_smoothing": 0.2},
+]  # fmt: skip
+
+
+def test_progressive_training_grows_the_model_and_resumes_mid_schedule(manifest, tmp_path):
+    import shutil
+
+    from transformers import AutoConfig
+
+    out = tmp_path / "progressive"
+    command = [*data_args(manifest), *ARGS, "--do_train", "--max_steps", "4", "--save_steps", "1",
+               "--progressive_schedule", json.dumps(STAGES)]  # fmt: skip
+    main([*command, "--output_dir", str(out)])
+    configs = [AutoConfig.from_pretrained(out / f"checkpoint-{step}") for step in (1, 2, 3)]
+    assert [(c.active_encoder_layers, c.active_decoder_layers) for c in configs] == [(1, 1), (1, 1), (None, None)]
+    assert configs[2].dropout == 0.1 and configs[2].label_smoothing == 0.2 and configs[0].label_smoothing == 0.0
+    steps = [weights(out / f"checkpoint-{step}") for step in (1, 2, 3, 4)]
+    for layer in ("model.encoder.layers.1.", "model.decoder.layers.1."):
+        assert not changed(steps[0], steps[1], layer)  # waiting for its stage
+        assert changed(steps[1], steps[2], layer)  # grown at step 2
+    for layer in ("model.encoder.layers.0.", "model.decoder.layers.0."):
+        assert changed(steps[0], steps[1], layer)
+        assert not changed(steps[1], steps[2], layer)  # paused one step while the new layers catch up
+        assert changed(steps[2], steps[3], layer)
+    # a run resumed from the step-2 checkpoint re-enters the second stage and ends where the whole run ended
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(out / "checkpoint-2", resumed / "checkpoint-2")
+    main([*command, "--output_dir", str(resumed)])
+    final, again = weights(out), weights(resumed)
+    assert AutoConfig.from_pretrained(resumed).active_encoder_layers is None
+    for name in final:
+        torch.testing.assert_close(again[name], final[name], rtol=1e-5, atol=1e-6)
+
+
+def test_a_bad_progressive_schedule_names_the_stage():
+    from speechseq import SpeechSeqConfig
+    from speechseq.training import read_stages
+
+    config = SpeechSeqConfig.from_preset("tiny")
+    assert [s.encoder_layers for s in read_stages(json.dumps(STAGES), config)] == [1, 2]
+    for schedule, message in [
+        ([{"step": 5, "encoder_layers": 1, "decoder_layers": 1}], "start at step 0"),
+        ([*STAGES, {"step": 1, "encoder_layers": 2, "decoder_layers": 2}], "stage 2 starts at step 1"),
+        ([STAGES[0], {"step": 3, "encoder_layers": 3, "decoder_layers": 2}], "stage 1 asks for 3 encoder"),
+        ([STAGES[0], {"step": 3, "encoder_layer": 2, "decoder_layers": 2}], r"stage 1 .*unknown keys"),
+        ([STAGES[1], STAGES[0]], "start at step 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            read_stages(schedule, config)
+
+
+def test_attention_plots_are_written_at_evaluation(manifest, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "plots"
+    main([*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "2", "--save_steps",
+          "1000", "--eval_strategy", "steps", "--eval_steps", "2", "--attention_plots", "--attention_plot_head", "1",
+          "--report_to", "tensorboard"])  # fmt: skip
+    folder = out / "attention"
+    for name in ("step-2-cross.png", "step-2-self.png"):
+        assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (folder / "step-2.txt").read_text()
+    assert text.count("REF: ") == 2 and f"REF: {TRANSCRIPTS[0]}" in text and text.count("HYP: ") == 2
+    events = [EventAccumulator(str(path.parent)).Reload() for path in (out / "runs").rglob("events.out.tfevents.*")]
+    images = {tag for accumulator in events for tag in accumulator.Tags()["images"]}
+    assert {"attention/cross", "attention/self"} <= images
