@@ -1,19 +1,22 @@
 """The benchmark suite end to end, one command: a TTS corpus, then every benchmark of `bench/` on it in order, each
 in a process of its own, then one summary table.
 
-    python bench/run.py --quick     # `make bench`: a sanity check of the whole chain (about 25 minutes on 2 cores)
+    python bench/run.py --quick     # `make bench`: a sanity check of the whole chain (about 15 minutes on 2 cores)
     python bench/run.py --full      # `make bench-full`: the figures of the README (about 2.5 hours on 2 cores)
 
 Results go to `bench/results/<size>/*.json` (each with the machine, commit, date and command), the work (corpus,
 models, logs) to `bench/work/<size>/`; a corpus already there is reused. `--full` rewrites the table between the
 `bench:begin` / `bench:end` markers of the README; `--quick` only logs it (its models are too short-lived for
-their figures to mean anything but "the chain runs").
+their figures to mean anything but "the chain runs"). A `--quick` run keeps the run before it in
+`bench/results/quick-previous/` and writes how far the timings moved between the two (the machine's noise) into
+`bench/README.md`, between the `noise:begin` / `noise:end` markers.
 """
 
 import argparse
 import json
 import logging
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,14 +25,14 @@ from common import RESULTS, run_process
 logger = logging.getLogger("bench.run")
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
-BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+README, BENCH_README = ROOT / "README.md", ROOT / "bench" / "README.md"
 
 SIZES = {
     "quick": {
-        "hours": 0.3, "eval_utterances": 24, "clips": 8, "repeats": 2, "throughput_steps": 10, "minutes": 1.5,
+        # young models decode until their length limits: few evaluation utterances keep the suite near 15 minutes
+        "hours": 0.3, "eval_utterances": 12, "clips": 8, "repeats": 2, "throughput_steps": 10, "minutes": 1.0,
         "lm_steps": 100, "ctc_weights": ["0.7"], "lm_weights": ["0.15"], "length_bonuses": ["1.0"],
-        "tune_utterances": 16,
+        "tune_utterances": 8,
     },
     "full": {
         "hours": 3.0, "eval_utterances": 200, "clips": 32, "repeats": 3, "throughput_steps": 100, "minutes": 45.0,
@@ -148,13 +151,52 @@ def summary(results: Path) -> str:
     return "\n".join(lines)
 
 
-def update_readme(table: str) -> None:
-    text = README.read_text()
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{README} has no {BEGIN} ... {END} markers to put the table between")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+def noise(previous: Path, current: Path) -> str:
+    """How far the same timings moved between two runs of the suite: a markdown table."""
+
+    def figures(results: Path) -> dict[str, float]:
+        load = lambda name: json.loads((results / f"{name}.json").read_text())  # noqa: E731
+        features, training, pretrained = load("feature_extraction"), load("training_throughput"), load("pretrained")
+        rtf = {r["method"]: r["rtf"] for r in load("decoding")}
+        beam = next(name for name in rtf if name.startswith("beam") and "_" not in name)
+        whisper = next(r for r in pretrained if (r["system"], r["split"]) == ("whisper_tiny_en", "test_unseen"))
+        return {
+            "filterbanks, speechseq audio-s per CPU-s": features["speechseq_audio_s_per_cpu_s"],
+            "filterbanks, speedup over Speech2Text's extractor": features["speedup"],
+            "training, speechseq audio-s per wall-s": training["results"]["speechseq"]["audio_s_per_wall_s"],
+            "training, speechseq / Speech2Text throughput": training["throughput_ratio"],
+            "decoding RTF, greedy": rtf["greedy"],
+            f"decoding RTF, {beam}": rtf[beam],
+            f"decoding RTF, {beam} + CTC + LM": rtf[f"{beam}_ctc_lm"],
+            f"decoding RTF, {beam} / transformers' {beam}": rtf[beam] / rtf[f"hf_{beam}"],
+            "Whisper tiny.en RTF": whisper["rtf"],
+        }
+
+    before, after = figures(previous), figures(current)
+    runs = [json.loads((path / "equal_budget.json").read_text())["run"] for path in (previous, current)]
+    lines = [
+        f"Two runs of `python bench/run.py --quick`: {runs[0]['date']} at `{runs[0]['commit']}` and {runs[1]['date']} "
+        f"at `{runs[1]['commit']}`, {runs[1]['machine']['cpu']} ({runs[1]['machine']['cores']} cores). Spread: the "
+        "difference over the mean of the two.",
+        "",
+        "| figure | run 1 | run 2 | spread |",
+        "|---|---|---|---|",
+    ]
+    for name, a in before.items():
+        b = after[name]
+        lines.append(f"| {name} | {a:.4g} | {b:.4g} | {abs(a - b) / ((a + b) / 2):.0%} |")
+    return "\n".join(lines)
+
+
+def replace_section(path: Path, marker: str, text: str) -> None:
+    """Put `text` between the `<!-- marker:begin -->` and `<!-- marker:end -->` lines of `path`."""
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+    content = path.read_text()
+    if begin not in content or end not in content:
+        raise ValueError(f"{path} has no {begin} ... {end} markers to put the table between")
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
 
 
 def main():
@@ -168,6 +210,10 @@ def main():
 
     work, results = Path("bench") / "work" / args.size, (RESULTS / args.size).relative_to(ROOT)
     (ROOT / work).mkdir(parents=True, exist_ok=True)
+    previous = RESULTS / f"{args.size}-previous"
+    if args.size == "quick" and not args.only and (ROOT / results).is_dir():
+        shutil.rmtree(previous, ignore_errors=True)
+        (ROOT / results).rename(previous)
     for name, command in steps(SIZES[args.size], work, results):
         if args.only and name not in args.only:
             continue
@@ -180,8 +226,13 @@ def main():
     table = summary(ROOT / results)
     logger.info("\n%s", table)
     if args.size == "full":
-        update_readme(table)
+        replace_section(README, "bench", table)
         logger.info("README.md table updated")
+    elif previous.is_dir():
+        spread = noise(previous, ROOT / results)
+        logger.info("\n%s", spread)
+        replace_section(BENCH_README, "noise", spread)
+        logger.info("bench/README.md noise table updated")
 
 
 if __name__ == "__main__":
