@@ -36,7 +36,8 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 LM = {"d_model": 128, "decoder_layers": 2, "decoder_ffn_dim": 512, "dropout": 0.0}
 
 
-def train(architecture: str, args, output_dir: Path, max_steps: int) -> dict:
+def train(architecture: str, args, output_dir: Path, max_steps: int, extra: list[str] = ()) -> dict:
+    """Train `architecture` with the equal-budget flags (and `extra` ones) in a process of its own."""
     command = [
         sys.executable, "-m", "speechseq.training", "--corpus_dir", args.corpus_dir, "--output_dir", str(output_dir),
         "--architecture", architecture, "--preset", args.preset, "--do_train",
@@ -45,7 +46,7 @@ def train(architecture: str, args, output_dir: Path, max_steps: int) -> dict:
         "--warmup_steps", str(max(1, max_steps // 10)), "--lr_scheduler_type", "cosine", "--weight_decay", "0.01",
         "--spec_augment_freq_masks", "0", "--spec_augment_time_masks", "0", "--save_strategy", "no",
         "--report_to", "none", "--logging_steps", "50", "--seed", "0", "--train_sampling_strategy", "group_by_length",
-        "--length_column_name", "length", "--dataloader_num_workers", "1",
+        "--length_column_name", "length", "--dataloader_num_workers", "1", *extra,
     ]  # fmt: skip
     result = run_process(command, output_dir.with_suffix(".log"))
     state = json.loads((output_dir / "trainer_state.json").read_text())
