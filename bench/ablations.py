@@ -21,7 +21,6 @@ learning-rate schedule does: that is part of what it costs. `--readme` puts the 
 `ablations:begin` / `ablations:end` markers.
 """
 
-import argparse
 import json
 import logging
 import sys
@@ -31,7 +30,7 @@ from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
 from speechseq.data import load_corpus
 
 from common import run_process, write_results
-from equal_budget import EXAMPLES, decode, planned_steps, train
+from equal_budget import EXAMPLES, budget_parser, decode, planned_steps, train
 from run import README, replace_section
 
 logger = logging.getLogger("bench.ablations")
@@ -56,16 +55,7 @@ def variant_flags(name: str, max_steps: int, lm_dir: Path) -> list[str]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus_dir", required=True)
-    parser.add_argument("--work_dir", required=True)
-    parser.add_argument("--minutes", type=float, default=20.0, help="training budget of each variant")
-    parser.add_argument("--throughput", help="a training_throughput.json to size the schedules from")
-    parser.add_argument("--max_steps", type=int, help="schedule length instead of --throughput")
-    parser.add_argument("--preset", default="small")
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--learning_rate", type=float, default=1e-3)
-    parser.add_argument("--lm_steps", type=int, default=2400, help="steps of the decoder_lm variant's language model")
+    parser = budget_parser(__doc__.splitlines()[0], minutes=20.0)  # --lm_steps: the decoder_lm variant's LM
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--eval_utterances", type=int, default=None, help="of test_unseen (default: all)")
     parser.add_argument("--readme", action="store_true", help="write the table into the README")

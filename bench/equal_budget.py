@@ -75,17 +75,24 @@ def decode(system: str, name: str, split: str, model, processor, rows, generate=
             "rtf": seconds / sum(rows["duration"]), "utterances": len(rows)}  # fmt: skip
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def budget_parser(description: str, minutes: float) -> argparse.ArgumentParser:
+    """The arguments of an equal-budget comparison: corpus, work folder, minutes per model, schedule sizing and the
+    training flags every model shares."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--corpus_dir", required=True)
     parser.add_argument("--work_dir", required=True, help="models, language model and logs go here")
-    parser.add_argument("--minutes", type=float, default=45.0, help="training budget of each model")
+    parser.add_argument("--minutes", type=float, default=minutes, help="training budget of each model")
     parser.add_argument("--throughput", help="a training_throughput.json to size the schedules from")
     parser.add_argument("--max_steps", type=int, help="schedule length instead of --throughput")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--lm_steps", type=int, default=2400, help="language model steps of 64 sentences")
+    return parser
+
+
+def main():
+    parser = budget_parser(__doc__.splitlines()[0], minutes=45.0)
     parser.add_argument("--ctc_weights", type=float, nargs="+", default=[0.5, 0.7])
     parser.add_argument("--lm_weights", type=float, nargs="+", default=[0.0, 0.15, 0.3])
     parser.add_argument("--length_bonuses", type=float, nargs="+", default=[0.5, 1.0])

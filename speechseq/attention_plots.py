@@ -60,8 +60,8 @@ class AttentionPlots(TrainerCallback):
     """
 
     def __init__(self, processor, rows, layer: int = -1, head: int = -1, examples: int = 3):
-        if len(rows) == 0:
-            raise ValueError("attention plots need at least one evaluation utterance")
+        if len(rows) == 0 or not rows[0].get("text"):
+            raise ValueError("attention plots need evaluation utterances with transcripts (teacher forcing)")
         self.processor, self.layer, self.head = processor, layer, head
         self.rows = [rows[i] for i in range(min(max(examples, 1), len(rows)))]
         self.collate = SpeechSeqDataCollator(processor)

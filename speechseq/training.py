@@ -163,7 +163,8 @@ class SpeechSeqTrainer(Seq2SeqTrainer):
             in which those parameters are not updated.
 
     A frozen parameter keeps `requires_grad`: its optimizer group's learning rate is 0 during the span (with AdamW:
-    no step and no weight decay; its moments keep accumulating). `requires_grad=False` would not do under DDP, which
+    no step and no weight decay; its moments keep accumulating, and its gradient still counts in the norm that
+    `--max_grad_norm` clips). `requires_grad=False` would not do under DDP, which
     synchronises only the parameters that wanted gradients when it wrapped the model, so a parameter thawed later
     would drift apart on every process.
     """
