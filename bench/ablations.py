@@ -11,7 +11,8 @@ started from one gains nothing at decoding time).
   baseline       the default model
   decoder_lm     decoder started from a language model of its shape (`examples/run_lm.py` on the training text,
                  `--lm_steps` steps, not counted in the budget), frozen for the first 10% of the steps
-  progressive    1 + 1 layers, 6 + 3 from 25% of the steps (the old layers paused for 5%), all 12 + 6 from 50%
+  progressive    1 + 1 layers, half of each stack from 25% of the steps (the old layers paused for 5%), all from
+                 50% (12 + 6 for `small`)
   rotary         `position_embedding="rotary"`
   soft_mask      `attention_mask_mode="soft"`
   fusion         `input_mode="fusion"`: log-mel and waveform front ends, blended by a learned weight
@@ -26,7 +27,7 @@ import logging
 import sys
 from pathlib import Path
 
-from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
+from speechseq import SpeechSeqConfig, SpeechSeqForConditionalGeneration, SpeechSeqProcessor
 from speechseq.data import load_corpus
 
 from common import run_process, write_results
@@ -38,16 +39,19 @@ logger = logging.getLogger("bench.ablations")
 VARIANTS = ("baseline", "decoder_lm", "progressive", "rotary", "soft_mask", "fusion")
 
 
-def variant_flags(name: str, max_steps: int, lm_dir: Path) -> list[str]:
+def variant_flags(name: str, max_steps: int, lm_dir: Path, preset: str) -> list[str]:
     """The flags that make `name` out of the baseline's command."""
     if name == "decoder_lm":
         return ["--decoder_lm_path", str(lm_dir), "--freeze_decoder_steps", str(max_steps // 10)]
-    if name == "progressive":
+    if name == "progressive":  # one layer each, then half of them, then all
+        config = SpeechSeqConfig.from_preset(preset)
+        encoder, decoder = config.encoder_layers, config.decoder_layers
         stages = [
             {"step": 0, "encoder_layers": 1, "decoder_layers": 1},
-            {"step": max_steps // 4, "encoder_layers": 6, "decoder_layers": 3, "freeze_old_steps": max_steps // 20},
-            {"step": max_steps // 2, "encoder_layers": 12, "decoder_layers": 6},
-        ]
+            {"step": max_steps // 4, "encoder_layers": max(1, encoder // 2), "decoder_layers": max(1, decoder // 2),
+             "freeze_old_steps": max_steps // 20},
+            {"step": max_steps // 2, "encoder_layers": encoder, "decoder_layers": decoder},
+        ]  # fmt: skip
         return ["--progressive_schedule", json.dumps(stages)]
     overrides = {"rotary": {"position_embedding": "rotary"}, "soft_mask": {"attention_mask_mode": "soft"},
                  "fusion": {"input_mode": "fusion"}}.get(name)  # fmt: skip
@@ -86,7 +90,7 @@ def main():
                 "--train_sampling_strategy", "group_by_length", "--length_column_name", "length",
             ], work / "lm.log")  # fmt: skip
         logger.info("training %s for %.1f minutes", name, args.minutes)
-        training = train("speechseq", args, work / name, max_steps, variant_flags(name, max_steps, lm_dir))
+        training = train("speechseq", args, work / name, max_steps, variant_flags(name, max_steps, lm_dir, args.preset))
         model = SpeechSeqForConditionalGeneration.from_pretrained(work / name).eval()
         processor = SpeechSeqProcessor.from_pretrained(work / name)
         decodings = [
