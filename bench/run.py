@@ -2,7 +2,7 @@
 in a process of its own, then one summary table.
 
     python bench/run.py --quick     # `make bench`: a sanity check of the whole chain (about 15 minutes on 2 cores)
-    python bench/run.py --full      # `make bench-full`: the figures of the README (about 2.5 hours on 2 cores)
+    python bench/run.py --full      # `make bench-full`: the figures of the README (3 hours on 2 cores)
 
 Results go to `bench/results/<size>/*.json` (each with the machine, commit, date and command), the work (corpus,
 models, logs) to `bench/work/<size>/`; a corpus already there is reused. `--full` rewrites the table between the
