@@ -711,8 +711,8 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         mismatches = [
             f"{name} {getattr(lm.config, name)!r} != {getattr(config, name)!r}"
             for name in ("vocab_size", "d_model", "decoder_layers", "decoder_attention_heads", "decoder_ffn_dim",
-                         "activation_function", "position_embedding", "tie_word_embeddings", "pad_token_id",
-                         "eos_token_id")
+                         "activation_function", "position_embedding", "attention_mask_mode", "layer_norm_eps",
+                         "tie_word_embeddings", "pad_token_id", "eos_token_id")
             if getattr(lm.config, name) != getattr(config, name)
         ]  # fmt: skip
         if lm.config.bos_token_id != config.decoder_start_token_id:

@@ -173,6 +173,10 @@ class SpeechSeqTrainer(Seq2SeqTrainer):
         super().__init__(*args, **kwargs)
         self.learning_rates, self.frozen_steps = learning_rates or {}, frozen_steps or {}
 
+    def get_decay_parameter_names(self, model) -> list[str]:
+        # the fusion front end's blend is a gate, not a weight: decay would pull it towards half and half
+        return [name for name in super().get_decay_parameter_names(model) if not name.endswith("fusion_logit")]
+
     def create_optimizer(self, model=None):
         model = self.model if model is None else model
         if self.optimizer is None and (self.learning_rates or self.frozen_steps):
@@ -322,11 +326,14 @@ class ProgressiveTraining(TrainerCallback):
         config = model.config
         config.active_encoder_layers = None if stage.encoder_layers == config.encoder_layers else stage.encoder_layers
         config.active_decoder_layers = None if stage.decoder_layers == config.decoder_layers else stage.decoder_layers
-        if stage.dropout is not None:
-            set_dropout(model, stage.dropout)
-        for name in ("label_smoothing", "spec_augment_freq_masks", "spec_augment_time_masks"):
-            if getattr(stage, name) is not None:
-                setattr(config, name, getattr(stage, name))
+        # a setting a stage leaves out keeps the latest earlier stage's value, so that the schedule alone decides it,
+        # also in a run resumed into a model built afresh
+        for name in ("dropout", "label_smoothing", "spec_augment_freq_masks", "spec_augment_time_masks"):
+            values = [getattr(s, name) for s in self.stages if s.step <= stage.step and getattr(s, name) is not None]
+            if values and name == "dropout":
+                set_dropout(model, values[-1])
+            elif values:
+                setattr(config, name, values[-1])
         logger.info("step %d: progressive stage of %d encoder and %d decoder layers", step, stage.encoder_layers,
                     stage.decoder_layers)  # fmt: skip
 
@@ -546,10 +553,23 @@ def main(argv=None):
             raise ValueError("--progressive_schedule grows speechseq models only, not --architecture speech2text")
         stages = read_stages(training_args.progressive_schedule, model.config)
         callbacks.append(ProgressiveTraining(stages))
+        if training_args.ddp_find_unused_parameters is None:  # layers that wait for their stage get no gradient
+            training_args = dataclasses.replace(training_args, ddp_find_unused_parameters=True)
         frozen_steps.update(progressive_frozen_steps(stages))
     if training_args.attention_plots:
         if evaluation is None:
             raise ValueError("--attention_plots draws at evaluation: add --eval_strategy steps (or --do_eval)")
+        if not isinstance(model, SpeechSeqForConditionalGeneration):
+            raise ValueError("--attention_plots draws speechseq models only, not --architecture speech2text")
+        if training_args.fsdp or training_args.deepspeed:  # the main process alone runs the model to draw
+            raise ValueError("--attention_plots needs the whole model in each process: not with FSDP or DeepSpeed")
+        layers, heads = model.config.decoder_layers, model.config.decoder_attention_heads
+        if not -layers <= training_args.attention_plot_layer < layers:
+            raise ValueError(f"--attention_plot_layer {training_args.attention_plot_layer} is outside the decoder's "
+                             f"{layers} layers")  # fmt: skip
+        if not -1 <= training_args.attention_plot_head < heads:
+            raise ValueError(f"--attention_plot_head {training_args.attention_plot_head} is outside the decoder's "
+                             f"{heads} heads (-1: their mean)")  # fmt: skip
         callbacks.append(AttentionPlots(processor, evaluation, training_args.attention_plot_layer,
                                         training_args.attention_plot_head))  # fmt: skip
     if training_args.freeze_decoder_steps:

@@ -383,6 +383,9 @@ def test_a_mismatched_language_model_raises_listing_every_difference(tokenizer, 
     with pytest.raises(ValueError, match="position_embedding 'rotary' != 'sinusoidal'"):
         SpeechSeqForConditionalGeneration.from_pretrained_decoder(tiny_lm(tokenizer, position_embedding="rotary"),
                                                                   config)  # fmt: skip
+    with pytest.raises(ValueError, match="attention_mask_mode 'soft' != 'hard'"):
+        SpeechSeqForConditionalGeneration.from_pretrained_decoder(tiny_lm(tokenizer, attention_mask_mode="soft"),
+                                                                  config)  # fmt: skip
     other = train_tokenizer(["hello world", "good bye"], kind="char")  # fewer letters: other ids
     tiny_lm(tokenizer).save_pretrained(tmp_path)
     other.save_pretrained(tmp_path)

@@ -230,7 +230,8 @@ def changed(before: dict, after: dict, prefix: str) -> bool:
 def test_learning_rate_groups_reach_the_optimizer(manifest, tmp_path):
     out = tmp_path / "groups"
     main([*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "2", "--save_steps",
-          "1", "--lr_scheduler_type", "constant", "--learning_rates", '{"model.decoder": 1e-4, "ctc_head": 0.0}'])
+          "1", "--lr_scheduler_type", "constant", "--learning_rates", '{"model.decoder": 1e-4, "ctc_head": 0.0}',
+          "--weight_decay", "0.1"])  # a weight at rate 0 must not decay either
     groups = torch.load(out / "checkpoint-1" / "optimizer.pt", weights_only=False)["param_groups"]
     assert sorted({group["lr"] for group in groups}) == [0.0, 1e-4, 3e-3]
     first, second = weights(out / "checkpoint-1"), weights(out / "checkpoint-2")
@@ -250,7 +251,7 @@ def test_a_decoder_from_a_language_model_stays_frozen_for_its_steps(manifest, tm
     SpeechSeqForCausalLM(SpeechSeqLMConfig.from_preset("tiny", **ids)).save_pretrained(lm_dir)
     tokenizer.save_pretrained(lm_dir)
     main([*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "3", "--save_steps",
-          "1", "--decoder_lm_path", str(lm_dir), "--freeze_decoder_steps", "2"])  # fmt: skip
+          "1", "--decoder_lm_path", str(lm_dir), "--freeze_decoder_steps", "2", "--weight_decay", "0.1"])  # fmt: skip
     lm = SpeechSeqForCausalLM.from_pretrained(lm_dir).model.state_dict()
     lm = {f"model.decoder.{name}": weight for name, weight in lm.items()}
     steps = [weights(out / f"checkpoint-{step}") for step in (1, 2, 3)]
@@ -299,6 +300,20 @@ def test_progressive_training_grows_the_model_and_resumes_mid_schedule(manifest,
         torch.testing.assert_close(again[name], final[name], rtol=1e-5, atol=1e-6)
 
 
+def test_a_stage_keeps_what_the_stages_before_it_set():
+    from speechseq import SpeechSeqConfig, SpeechSeqForConditionalGeneration
+    from speechseq.training import ProgressiveTraining, read_stages
+
+    # a run resumed at step 3 into a model built afresh, whose config says otherwise
+    model = SpeechSeqForConditionalGeneration(SpeechSeqConfig.from_preset("tiny", dropout=0.3, label_smoothing=0.3))
+    schedule = [{"step": 0, "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.05, "label_smoothing": 0.0},
+                {"step": 2, "encoder_layers": 2, "decoder_layers": 2, "spec_augment_time_masks": 1}]  # fmt: skip
+    callback = ProgressiveTraining(read_stages(schedule, model.config))
+    callback.on_step_begin(None, TrainerState(global_step=3), TrainerControl(), model=model)
+    assert (model.config.dropout, model.config.label_smoothing, model.config.spec_augment_time_masks) == (0.05, 0.0, 1)
+    assert model.model.encoder.layers[0].dropout.p == 0.05 and model.config.active_encoder_layers is None
+
+
 def test_a_bad_progressive_schedule_names_the_stage():
     from speechseq import SpeechSeqConfig
     from speechseq.training import read_stages
@@ -331,3 +346,6 @@ def test_attention_plots_are_written_at_evaluation(manifest, tmp_path):
     events = [EventAccumulator(str(path.parent)).Reload() for path in (out / "runs").rglob("events.out.tfevents.*")]
     images = {tag for accumulator in events for tag in accumulator.Tags()["images"]}
     assert {"attention/cross", "attention/self"} <= images
+    with pytest.raises(ValueError, match="outside the decoder's 4 heads"):
+        main([*data_args(manifest), *ARGS, "--output_dir", str(tmp_path / "bad"), "--do_train", "--max_steps", "1",
+              "--eval_strategy", "steps", "--attention_plots", "--attention_plot_head", "4"])  # fmt: skip
