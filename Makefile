@@ -40,7 +40,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet $(TORCH) -e ".[test,bench]"
 	touch $@
 
-# the whole benchmark suite, small (a sanity check, sized for 15 minutes) or full (the README's figures, hours)
+# the whole benchmark suite, small (a sanity check, about 10 minutes) or full (the README's figures, hours)
 bench: $(VENV)/.bench-installed system-packages
 	$(BIN)/python bench/run.py --quick
 

@@ -1,7 +1,7 @@
 """The benchmark suite end to end, one command: a TTS corpus, then every benchmark of `bench/` on it in order, each
 in a process of its own, then one summary table.
 
-    python bench/run.py --quick     # `make bench`: a sanity check of the whole chain (about 15 minutes on 2 cores)
+    python bench/run.py --quick     # `make bench`: a sanity check of the whole chain (about 10 minutes on 2 cores)
     python bench/run.py --full      # `make bench-full`: the figures of the README (3 hours on 2 cores)
 
 Results go to `bench/results/<size>/*.json` (each with the machine, commit, date and command), the work (corpus,
@@ -29,7 +29,7 @@ README, BENCH_README = ROOT / "README.md", ROOT / "bench" / "README.md"
 
 SIZES = {
     "quick": {
-        # young models decode until their length limits: few evaluation utterances keep the suite near 15 minutes
+        # young models decode until their length limits: few evaluation utterances keep the suite near 10 minutes
         "hours": 0.3, "eval_utterances": 12, "clips": 8, "repeats": 2, "throughput_steps": 10, "minutes": 1.0,
         "lm_steps": 100, "ctc_weights": ["0.7"], "lm_weights": ["0.15"], "length_bonuses": ["1.0"],
         "tune_utterances": 8,
