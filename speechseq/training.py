@@ -234,7 +234,7 @@ class Stage:
     """One stage of progressive training, from `step` on: the model runs its first `encoder_layers` and
     `decoder_layers` layers (the others wait, untouched, at their initial weights); the layers of the stage before
     get no updates for `freeze_old_steps` steps while the new ones catch up; and each regulariser given is set
-    (`None`: left as it is). In JSON, a list of these as objects, e.g.
+    (`None`: the latest earlier stage's value, or the model's own). In JSON, a list of these as objects, e.g.
 
         [{"step": 0, "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.0, "label_smoothing": 0.0},
          {"step": 2000, "encoder_layers": 6, "decoder_layers": 3, "freeze_old_steps": 500, "dropout": 0.05},
@@ -250,6 +250,9 @@ class Stage:
     label_smoothing: float | None = None
     spec_augment_freq_masks: int | None = None
     spec_augment_time_masks: int | None = None
+
+
+REGULARISERS = ("dropout", "label_smoothing", "spec_augment_freq_masks", "spec_augment_time_masks")  # of a Stage
 
 
 def read_stages(schedule: str | list, config: SpeechSeqConfig) -> list[Stage]:
@@ -328,12 +331,13 @@ class ProgressiveTraining(TrainerCallback):
         config.active_decoder_layers = None if stage.decoder_layers == config.decoder_layers else stage.decoder_layers
         # a setting a stage leaves out keeps the latest earlier stage's value, so that the schedule alone decides it,
         # also in a run resumed into a model built afresh
-        for name in ("dropout", "label_smoothing", "spec_augment_freq_masks", "spec_augment_time_masks"):
-            values = [getattr(s, name) for s in self.stages if s.step <= stage.step and getattr(s, name) is not None]
-            if values and name == "dropout":
-                set_dropout(model, values[-1])
-            elif values:
-                setattr(config, name, values[-1])
+        settings = {}
+        for earlier in self.stages[: self.stages.index(stage) + 1]:
+            settings.update({name: value for name in REGULARISERS if (value := getattr(earlier, name)) is not None})
+        if "dropout" in settings:
+            set_dropout(model, settings.pop("dropout"))
+        for name, value in settings.items():
+            setattr(config, name, value)
         logger.info("step %d: progressive stage of %d encoder and %d decoder layers", step, stage.encoder_layers,
                     stage.decoder_layers)  # fmt: skip
 
