@@ -2,12 +2,15 @@
 machine (CPU model, cores, threads, library versions), the commit, the date and the command that reruns it."""
 
 import json
+import multiprocessing
 import os
 import platform
+import resource
 import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -83,7 +86,19 @@ def run_process(command: list[str], log: Path | None = None, cwd: Path | None = 
     if status != 0:
         tail = log.read_text()[-3000:] if log != Path(os.devnull) else ""
         raise RuntimeError(f"{shlex.join(command)} failed (wait status {status}):\n{tail}")
-    return {"process_wall_s": time.time() - began, "peak_rss_mb": usage.ru_maxrss / 1024}  # Linux reports kB
+    return {"process_wall_s": time.time() - began, "peak_rss_mb": usage.ru_maxrss / 1024}  # kB on Linux
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (a high-water mark: it never falls)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kB
+
+
+def in_fresh_process(function, *args):
+    """`function(*args)` run in a new Python process (spawned, not forked), so that `peak_rss_mb()` inside it counts
+    that call alone rather than whatever ran before it. `function` must be importable (module level)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
 
 
 def builtin_generate(model, input_features, attention_mask=None, **kwargs):

@@ -9,7 +9,10 @@ Methods (`bench/results/decoding.json`, a list of {"method", "rtf", "cer", "wer"
   beam10_ctc     + CTC prefix scores
   beam10_ctc_lm  + CTC prefix scores + the language model
   hf_beam10      transformers' GenerationMixin.generate(num_beams=10) on the same model
-The real-time factor is decoding seconds (encoder included, features not) over seconds of audio. Every method stops
+Each method runs in a Python process of its own, which loads the model, the language model and the split and then
+decodes: `peak_rss_mb` is that process's peak resident memory, `loaded_rss_mb` its peak before decoding began (the
+difference is the search's own memory). The real-time factor is decoding seconds (encoder included, features not)
+over seconds of audio. Every method stops
 at one token per encoder frame plus the end token (per utterance in speechseq's searches, per batch in
 transformers'); beam10 and hf_beam10 use transformers' default length normalisation (length_penalty=1). The fused
 searches use the weights in the model's generation_config when examples/tune_decoding.py saved them, else
@@ -20,11 +23,11 @@ import argparse
 import functools
 import logging
 
-from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
+from speechseq import SpeechSeqForCausalLM, SpeechSeqForConditionalGeneration, SpeechSeqProcessor
 from speechseq.data import load_corpus
 from speechseq.evaluation import error_rates, transcribe
 
-from common import builtin_generate, decoding_option, write_results
+from common import builtin_generate, decoding_option, in_fresh_process, peak_rss_mb, write_results
 
 logger = logging.getLogger("bench.decoding")
 
@@ -46,11 +49,7 @@ def main():
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    model = SpeechSeqForConditionalGeneration.from_pretrained(args.model_dir).eval()
-    processor = SpeechSeqProcessor.from_pretrained(args.model_dir)
-    dataset = load_corpus(args.corpus_dir)[args.split]
-    if args.max_utterances:
-        dataset = dataset.select(range(min(args.max_utterances, len(dataset))))
+    model, _, dataset = load(args)
     references = list(dataset["text"])
     audio_seconds = sum(dataset["duration"])
 
@@ -73,12 +72,12 @@ def main():
 
     records = []
     for method, options in methods.items():
-        generate = functools.partial(builtin_generate, model) if method.startswith("hf_") else None
-        hypotheses, seconds = transcribe(model, processor, dataset, args.batch_size, generate=generate, **options)
-        rates = error_rates(references, hypotheses)
-        record = {"method": method, "rtf": seconds / audio_seconds, **rates, "decode_s": seconds,
+        run = in_fresh_process(decode, args, method, options)
+        rates = error_rates(references, run.pop("hypotheses"))
+        record = {"method": method, "rtf": run["decode_s"] / audio_seconds, **rates, **run,
                   "options": {k: v for k, v in options.items() if k != "lm"}}  # fmt: skip
-        logger.info("%-16s rtf %.4f  cer %.2f%%  wer %.2f%%", method, record["rtf"], 100 * rates["cer"], 100 * rates["wer"])
+        logger.info("%-16s rtf %.4f  cer %.2f%%  wer %.2f%%  peak RSS %.0f MB (%.0f MB before decoding)", method,
+                    record["rtf"], 100 * rates["cer"], 100 * rates["wer"], run["peak_rss_mb"], run["loaded_rss_mb"])
         records.append(record)
 
     for record in records:
@@ -92,6 +91,28 @@ def main():
         logger.info("beam+ctc+lm / greedy time: %.2f (target <= 3); WER %.1f%% -> %.1f%% (%.0f%% relative, target "
                     ">= 15%%)", fused["decode_s"] / greedy["decode_s"], 100 * greedy["wer"], 100 * fused["wer"],
                     100 * (1 - fused["wer"] / greedy["wer"]))  # fmt: skip
+
+
+def load(args):
+    """The model, its processor and the split to decode."""
+    model = SpeechSeqForConditionalGeneration.from_pretrained(args.model_dir).eval()
+    processor = SpeechSeqProcessor.from_pretrained(args.model_dir)
+    dataset = load_corpus(args.corpus_dir)[args.split]
+    if args.max_utterances:
+        dataset = dataset.select(range(min(args.max_utterances, len(dataset))))
+    return model, processor, dataset
+
+
+def decode(args, method: str, options: dict) -> dict:
+    """Load and decode with one method (in a fresh process: see `in_fresh_process`): the transcripts, the decoding
+    seconds, and the process's peak resident memory before and after decoding."""
+    model, processor, dataset = load(args)
+    if options.get("lm"):  # loaded before the memory baseline, like the model
+        options = {**options, "lm": SpeechSeqForCausalLM.from_pretrained(options["lm"]).eval()}
+    loaded = peak_rss_mb()
+    generate = functools.partial(builtin_generate, model) if method.startswith("hf_") else None
+    hypotheses, seconds = transcribe(model, processor, dataset, args.batch_size, generate=generate, **options)
+    return {"hypotheses": hypotheses, "decode_s": seconds, "loaded_rss_mb": loaded, "peak_rss_mb": peak_rss_mb()}
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Both get the same 32 ten-second clips in the same run and compute 80-bin Kaldi-style log-mels with utterance
 normalisation; Speech2Text takes its numpy path (torchaudio is not installed beside torch 2.13). The figure is
-audio-seconds per CPU-second (process time, all threads counted), best of `--repeats` runs.
+audio-seconds per CPU-second (process time, all threads counted), best of `--repeats` runs. Each extractor runs in a
+Python process of its own: `peak_rss_mb` is that process's peak resident memory, `loaded_rss_mb` its peak with the
+clips made and the extractor built, before extracting (the difference is the extraction's own memory).
 
     python bench/feature_extraction.py [--clips 32] [--seconds 10] [--repeats 3]
 """
@@ -16,7 +18,7 @@ from transformers import Speech2TextFeatureExtractor
 
 from speechseq import SpeechSeqFeatureExtractor
 
-from common import write_results
+from common import in_fresh_process, peak_rss_mb, write_results
 
 logger = logging.getLogger("bench.feature_extraction")
 
@@ -45,6 +47,16 @@ def throughput(extract, audio: list[np.ndarray], repeats: int) -> float:
     return seconds / best
 
 
+def measure(name: str, count: int, seconds: float, repeats: int) -> dict:
+    """Throughput and peak memory of one extractor, "speechseq" or "speech2text" (in a fresh process: see
+    `in_fresh_process`)."""
+    audio = clips(count, seconds)
+    extractor = SpeechSeqFeatureExtractor() if name == "speechseq" else Speech2TextFeatureExtractor()
+    loaded = peak_rss_mb()
+    rate = throughput(lambda x: extractor(x, sampling_rate=16000), audio, repeats)
+    return {"audio_s_per_cpu_s": rate, "loaded_rss_mb": loaded, "peak_rss_mb": peak_rss_mb()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=32)
@@ -62,19 +74,17 @@ def main():
     # same features up to float32 vs float64 arithmetic (Speech2Text's CMVN has no variance floor, so compare there)
     difference = float(np.abs(a["input_features"] - b["input_features"]).max())
 
-    result = {
-        "benchmark": "feature_extraction",
-        "clips": args.clips,
-        "seconds_per_clip": args.seconds,
-        "speechseq_audio_s_per_cpu_s": throughput(lambda x: ours(x, sampling_rate=16000), audio, args.repeats),
-        "speech2text_audio_s_per_cpu_s": throughput(lambda x: theirs(x, sampling_rate=16000), audio, args.repeats),
-        "max_abs_feature_difference": difference,
-    }
+    result = {"benchmark": "feature_extraction", "clips": args.clips, "seconds_per_clip": args.seconds,
+              "max_abs_feature_difference": difference}  # fmt: skip
+    for name in ("speechseq", "speech2text"):
+        for key, value in in_fresh_process(measure, name, args.clips, args.seconds, args.repeats).items():
+            result[f"{name}_{key}"] = value
     result["speedup"] = result["speechseq_audio_s_per_cpu_s"] / result["speech2text_audio_s_per_cpu_s"]
     write_results("feature_extraction", result, args.output)
     logger.info(
-        "speechseq %.0f audio-s/CPU-s, Speech2Text %.0f audio-s/CPU-s: %.1fx (max feature difference %.2e)",
-        result["speechseq_audio_s_per_cpu_s"], result["speech2text_audio_s_per_cpu_s"], result["speedup"], difference,
+        "speechseq %.0f audio-s/CPU-s (peak RSS %.0f MB), Speech2Text %.0f audio-s/CPU-s (%.0f MB): %.1fx (max feature "
+        "difference %.2e)", result["speechseq_audio_s_per_cpu_s"], result["speechseq_peak_rss_mb"],
+        result["speech2text_audio_s_per_cpu_s"], result["speech2text_peak_rss_mb"], result["speedup"], difference,
     )  # fmt: skip
 
 

@@ -92,8 +92,10 @@ def summary(results: Path) -> str:
         return "met" if ok else "**missed**"
 
     rows = [
-        ("filterbanks, audio-s per CPU-s", f"{features['speechseq_audio_s_per_cpu_s']:.0f}",
-         f"Speech2Text extractor {features['speech2text_audio_s_per_cpu_s']:.0f}", f"{features['speedup']:.1f}x", ""),
+        ("filterbanks, audio-s per CPU-s (peak RSS)",
+         f"{features['speechseq_audio_s_per_cpu_s']:.0f} ({features['speechseq_peak_rss_mb']:.0f} MB)",
+         f"Speech2Text extractor {features['speech2text_audio_s_per_cpu_s']:.0f} "
+         f"({features['speech2text_peak_rss_mb']:.0f} MB)", f"{features['speedup']:.1f}x", ""),
         (f"training `{training['preset']}`, audio-s per wall-s (peak RSS)",
          f"{ours_train['audio_s_per_wall_s']:.1f} ({ours_train['peak_rss_mb'] / 1024:.1f} GB)",
          f"Speech2Text {theirs_train['audio_s_per_wall_s']:.1f} ({theirs_train['peak_rss_mb'] / 1024:.1f} GB)",
@@ -109,6 +111,9 @@ def summary(results: Path) -> str:
          f"transformers' beam search {method['hf_' + beam]['rtf']:.4f}",
          f"{method[beam]['rtf'] / method['hf_' + beam]['rtf']:.2f}",
          f"<= 0.8: {met(method[beam]['rtf'] <= 0.8 * method['hf_' + beam]['rtf'])}"),
+        (f"decoding memory, {beam} (decoder alone), peak RSS", f"{method[beam]['peak_rss_mb']:.0f} MB",
+         f"transformers' beam search {method['hf_' + beam]['peak_rss_mb']:.0f} MB",
+         f"{method[beam]['peak_rss_mb'] / method['hf_' + beam]['peak_rss_mb']:.2f}", ""),
         (f"decoding time, {beam} + CTC + LM", f"RTF {method[beam + '_ctc_lm']['rtf']:.4f}",
          f"greedy {method['greedy']['rtf']:.4f}", f"{method[beam + '_ctc_lm']['rtf'] / method['greedy']['rtf']:.2f}",
          f"<= 3: {met(method[beam + '_ctc_lm']['rtf'] <= 3 * method['greedy']['rtf'])}"),
@@ -127,6 +132,13 @@ def summary(results: Path) -> str:
         "| comparison | speechseq | against | ratio | target |",
         "|---|---|---|---|---|",
         *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        "Peak resident memory of each decoding method, each in a process of its own that loads the model (and the LM) "
+        "and the split, then decodes; in brackets, its peak before decoding: "
+        + ", ".join(f"{name} {r['peak_rss_mb']:.0f} MB ({r['loaded_rss_mb']:.0f})" for name, r in method.items())
+        + f". Filterbanks: speechseq {features['speechseq_peak_rss_mb']:.0f} MB "
+        f"({features['speechseq_loaded_rss_mb']:.0f} with the clips in memory), Speech2Text's extractor "
+        f"{features['speech2text_peak_rss_mb']:.0f} MB ({features['speech2text_loaded_rss_mb']:.0f}).",
         "",
         "Accuracy at an equal training budget and against pretrained recognisers (CER / WER, real-time factor):",
         "",
