@@ -829,7 +829,9 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         if decoding == "attention" and options["num_beams"] == 1 and not fused:
             # transformers' greedy search: the fast path (and every one of its own options)
             kwargs.pop("max_length", None)
-            for name in ("num_return_sequences", "length_penalty", "early_stopping", "temperature", "repetition_penalty"):
+            # every option passes on, num_beams too: transformers would take a saved num_beams > 1 from the config
+            for name in ("num_beams", "num_return_sequences", "length_penalty", "early_stopping", "temperature",
+                         "repetition_penalty"):  # fmt: skip
                 kwargs[name] = options[name]
             return super().generate(
                 input_features, attention_mask=attention_mask, generation_config=generation_config,

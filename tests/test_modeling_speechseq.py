@@ -130,10 +130,18 @@ def test_cached_decoding_equals_uncached(tokenizer, position_embedding):
     torch.testing.assert_close(torch.cat(steps, dim=1), full)
 
 
-def test_greedy_generate_equals_an_argmax_loop(tokenizer):
+@pytest.mark.parametrize("saved_beams", [None, 10])
+def test_greedy_generate_equals_an_argmax_loop(tokenizer, saved_beams):
     model = tiny_model(tokenizer, seed=3)
     features, mask, _ = batch(len(tokenizer))
-    generated = model.generate(features, attention_mask=mask, max_new_tokens=12)
+    rows = []  # the decoder's batch at each step: one hypothesis per utterance, whatever the config saved
+    model.model.decoder.register_forward_hook(lambda module, args, output: rows.append(output[0].shape[0]))
+    if saved_beams:  # a model tuned for beam search (tune_decoding.py saves num_beams) asked for greedy
+        model.generation_config.num_beams = saved_beams
+        generated = model.generate(features, attention_mask=mask, max_new_tokens=12, num_beams=1)
+    else:
+        generated = model.generate(features, attention_mask=mask, max_new_tokens=12)
+    assert set(rows) == {2}
     with torch.no_grad():
         for i in range(2):
             frames = int(mask[i].sum())
