@@ -11,7 +11,9 @@ it slows learning). Then, for speechseq: a character language model (`examples/r
 budget), fusion weights tuned on dev (`examples/tune_decoding.py`), and decoding of `test_seen` / `test_unseen`:
   speechseq   greedy (attention decoder), greedy_ctc (the CTC head), best (beam + CTC + LM, the tuned weights)
   speech2text greedy, beam10 (transformers' beam search: its best)
-Written to `bench/results/equal_budget.json`.
+Written to `bench/results/equal_budget.json`. `--decode_only` decodes the models, language model and tuned setting
+already in `--work_dir` again (after a change to decoding: no retraining), keeping the training figures of the
+earlier `--output` file.
 """
 
 import argparse
@@ -27,7 +29,7 @@ from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
 from speechseq.data import load_corpus
 from speechseq.evaluation import error_rates, transcribe
 
-from common import builtin_generate, run_process, write_results
+from common import RESULTS, builtin_generate, run_process, write_results
 
 logger = logging.getLogger("bench.equal_budget")
 
@@ -99,11 +101,26 @@ def main():
     parser.add_argument("--tune_utterances", type=int, default=100)
     parser.add_argument("--eval_utterances", type=int, default=None, help="per test split (default: all)")
     parser.add_argument("--output", help="default: bench/results/equal_budget.json")
+    parser.add_argument("--decode_only", action="store_true",
+                        help="decode what --work_dir holds again; training figures from the earlier --output")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    if args.decode_only:
+        earlier = json.loads(Path(args.output or RESULTS / "equal_budget.json").read_text())
+        report = decode_all(args, work, earlier["training"])
+        report["training_run"] = earlier.get("training_run", earlier["run"])  # when and where the models trained
+    else:
+        report = decode_all(args, work, train_all(args, work))
+    path = write_results("equal_budget", report, args.output)
+    logger.info("speechseq best / Speech2Text best WER on test_unseen: %.2f (target <= 0.75); wrote %s",
+                report["wer_ratio_test_unseen"], path)  # fmt: skip
 
+
+def train_all(args, work: Path) -> dict:
+    """Train both models for the budget, then the language model; tune the fusion weights on dev (saved into the
+    speechseq model's generation_config). Returns each model's training figures."""
     training = {}
     for architecture in ("speechseq", "speech2text"):
         logger.info("training %s for %.1f minutes", architecture, args.minutes)
@@ -126,7 +143,12 @@ def main():
         "--ctc_weights", *map(str, args.ctc_weights), "--lm_weights", *map(str, args.lm_weights),
         "--length_bonuses", *map(str, args.length_bonuses),
     ], work / "tune.log")  # fmt: skip
+    return training
 
+
+def decode_all(args, work: Path, training: dict) -> dict:
+    """Decode `test_seen` and `test_unseen` with both models every way the comparison uses: the report."""
+    model_dir = work / "speechseq"
     ours = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).eval()
     tuned = {key: getattr(ours.generation_config, key)
              for key in ("num_beams", "ctc_weight", "lm_weight", "length_bonus", "length_penalty")}  # fmt: skip
@@ -155,7 +177,7 @@ def main():
         return next(r["wer"] for r in records if (r["system"], r["decoding"], r["split"]) == (system, decoding,
                                                                                                 "test_unseen"))
 
-    report = {
+    return {
         "benchmark": "equal_budget",
         "minutes": args.minutes,
         "preset": args.preset,
@@ -166,9 +188,6 @@ def main():
         # ours at its best against Speech2Text at its best, test_unseen (target at most 0.75)
         "wer_ratio_test_unseen": wer("speechseq", "best") / min(wer("speech2text", d) for d in ("greedy", "beam10")),
     }
-    path = write_results("equal_budget", report, args.output)
-    logger.info("speechseq best / Speech2Text best WER on test_unseen: %.2f (target <= 0.75); wrote %s",
-                report["wer_ratio_test_unseen"], path)  # fmt: skip
 
 
 if __name__ == "__main__":
