@@ -12,7 +12,7 @@ never heard.
    that the pipeline, `generate()` and the Trainer decode that way by default), prints a table and writes
    `<output_dir>/results.json`.
 
-    python examples/demo.py --output_dir demo [--hours 2] [--max_steps 2600] [--lm_steps 2400] [--config_overrides JSON]
+    python examples/demo.py --output_dir demo [--hours 2] [--max_steps 2000] [--lm_steps 2400] [--config_overrides JSON]
 """
 
 import argparse
@@ -34,9 +34,24 @@ from tune_decoding import save_setting
 
 logger = logging.getLogger("demo")
 
-# The demo's model and schedule, tuned for ~15 minutes on 2 CPU cores (see the README's demo section).
+# The demo's model and schedule, tuned for ~15 minutes on 2 CPU cores (see the README's demo section): rotary
+# positions and CTC weight 0.6 each learned faster per step than sinusoids and 0.3 in 1000-step trials.
 MODEL = {"d_model": 144, "encoder_layers": 6, "decoder_layers": 2, "encoder_ffn_dim": 576, "decoder_ffn_dim": 576,
-         "subsampling": "conv2d", "subsampling_channels": 64, "ctc_weight": 0.3, "dropout": 0.05}  # fmt: skip
+         "subsampling": "conv2d", "subsampling_channels": 64, "ctc_weight": 0.6, "dropout": 0.05,
+         "position_embedding": "rotary"}  # fmt: skip
+
+
+def progressive_schedule(max_steps: int, encoder_layers: int, decoder_layers: int) -> list[dict]:
+    """Grow the model during training (`--progressive_schedule`): a third of the encoder and half the decoder, two
+    thirds of the encoder and all the decoder from a quarter of the steps (the earlier layers paused for the next 5%),
+    everything from half (6 + 2 layers: 2 + 1, 4 + 2, 6 + 2). Cheaper early steps, and lower CER at equal steps than
+    the whole model from the start in a 1000-step trial."""
+    return [
+        {"step": 0, "encoder_layers": max(1, encoder_layers // 3), "decoder_layers": max(1, decoder_layers // 2)},
+        {"step": max_steps // 4, "encoder_layers": max(1, 2 * encoder_layers // 3), "decoder_layers": decoder_layers,
+         "freeze_old_steps": max_steps // 20},
+        {"step": max_steps // 2, "encoder_layers": encoder_layers, "decoder_layers": decoder_layers},
+    ]  # fmt: skip
 # The language model: small enough to learn from the text sources in a few minutes and to cost little per beam step
 # (d_model 192 x 3 layers reached perplexity 7.5 in 1200 steps and 3.7 minutes; this one 6.3 in 2400 steps and 2.2).
 LM = {"d_model": 128, "decoder_layers": 2, "decoder_ffn_dim": 512, "dropout": 0.0}
@@ -60,7 +75,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", default="demo")
     parser.add_argument("--hours", type=float, default=2.0, help="training audio of the corpus")
-    parser.add_argument("--max_steps", type=int, default=2600)
+    parser.add_argument("--max_steps", type=int, default=2000)
     parser.add_argument("--lm_steps", type=int, default=2400, help="language model training steps of 64 sentences")
     parser.add_argument("--config_overrides", default="{}", help="JSON of model fields over the demo's MODEL")
     args = parser.parse_args()
@@ -74,11 +89,14 @@ def main():
                        ", ".join(engines) or "none")  # fmt: skip
     corpus = build_corpus(out / "corpus", hours=args.hours, eval_utterances=200, seed=0, engines=engines)
     model_dir, lm_dir = out / "model", out / "lm"
+    model_config = {**MODEL, **json.loads(args.config_overrides)}
+    schedule = progressive_schedule(args.max_steps, model_config["encoder_layers"], model_config["decoder_layers"])
     train_start = time.time()
     train([
         "--corpus_dir", str(out / "corpus"), "--output_dir", str(model_dir), "--preset", "small",
-        "--config_overrides", json.dumps({**MODEL, **json.loads(args.config_overrides)}),
+        "--config_overrides", json.dumps(model_config),
         "--spec_augment_freq_masks", "0", "--spec_augment_time_masks", "0",
+        "--progressive_schedule", json.dumps(schedule),
         "--do_train", "--max_steps", str(args.max_steps), "--per_device_train_batch_size", "16",
         "--learning_rate", "3e-3", "--warmup_steps", "200", "--lr_scheduler_type", "cosine", "--weight_decay", "0.01",
         "--save_steps", "400", "--save_total_limit", "1", "--logging_steps", "50", "--report_to", "tensorboard",
