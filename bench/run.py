@@ -160,6 +160,9 @@ def summary(results: Path) -> str:
     for name in ("feature_extraction", "training_throughput", "equal_budget", "decoding", "pretrained"):
         record = load(name)
         lines.append(f"- {name}: `{(record[0] if isinstance(record, list) else record)['run']['command']}`")
+        if "training_run" in record:  # decoded again (--decode_only): where the models come from
+            trained = record["training_run"]
+            lines.append(f"  (its models trained {trained['date']} at `{trained['commit']}`: `{trained['command']}`)")
     return "\n".join(lines)
 
 
