@@ -12,9 +12,8 @@ Methods (`bench/results/decoding.json`, a list of {"method", "rtf", "cer", "wer"
 Each method runs in a Python process of its own, which loads the model, the language model and the split and then
 decodes: `peak_rss_mb` is that process's peak resident memory, `loaded_rss_mb` its peak before decoding began (the
 difference is the search's own memory). The real-time factor is decoding seconds (encoder included, features not)
-over seconds of audio. Every method stops
-at one token per encoder frame plus the end token (per utterance in speechseq's searches, per batch in
-transformers'); beam10 and hf_beam10 use transformers' default length normalisation (length_penalty=1). The fused
+over seconds of audio. Every method stops at one token per encoder frame plus the end token (per utterance in
+speechseq's searches, per batch in transformers'); beam10 and hf_beam10 use transformers' default length normalisation (length_penalty=1). The fused
 searches use the weights in the model's generation_config when examples/tune_decoding.py saved them, else
 --ctc_weight / --lm_weight / --length_bonus / --length_penalty (no normalisation by default, as ESPnet).
 """
