@@ -40,6 +40,14 @@ MODEL = {"d_model": 144, "encoder_layers": 6, "decoder_layers": 2, "encoder_ffn_
          "subsampling": "conv2d", "subsampling_channels": 64, "ctc_weight": 0.6, "dropout": 0.05,
          "position_embedding": "rotary"}  # fmt: skip
 
+# The language model: small enough to learn from the text sources in a few minutes and to cost little per beam step
+# (d_model 192 x 3 layers reached perplexity 7.5 in 1200 steps and 3.7 minutes; this one 6.3 in 2400 steps and 2.2).
+LM = {"d_model": 128, "decoder_layers": 2, "decoder_ffn_dim": 512, "dropout": 0.0}
+# Beam search weights, from `examples/tune_decoding.py` on dev utterances of the earlier demo model (sinusoids, CTC
+# weight 0.3; see the README): this decoder is still weak, so CTC carries most of the weight.
+BEAM = {"num_beams": 10, "ctc_weight": 0.7, "length_penalty": 0.0, "length_bonus": 1.0}
+FUSION = {"lm_weight": 0.15}
+
 
 def progressive_schedule(max_steps: int, encoder_layers: int, decoder_layers: int) -> list[dict]:
     """Grow the model during training (`--progressive_schedule`): a third of the encoder and half the decoder, two
@@ -52,13 +60,6 @@ def progressive_schedule(max_steps: int, encoder_layers: int, decoder_layers: in
          "freeze_old_steps": max_steps // 20},
         {"step": max_steps // 2, "encoder_layers": encoder_layers, "decoder_layers": decoder_layers},
     ]  # fmt: skip
-# The language model: small enough to learn from the text sources in a few minutes and to cost little per beam step
-# (d_model 192 x 3 layers reached perplexity 7.5 in 1200 steps and 3.7 minutes; this one 6.3 in 2400 steps and 2.2).
-LM = {"d_model": 128, "decoder_layers": 2, "decoder_ffn_dim": 512, "dropout": 0.0}
-# Beam search weights, from `examples/tune_decoding.py` on 64 dev utterances of a model trained as above (see the
-# README): this decoder is still weak, so CTC carries most of the weight.
-BEAM = {"num_beams": 10, "ctc_weight": 0.7, "length_penalty": 0.0, "length_bonus": 1.0}
-FUSION = {"lm_weight": 0.15}
 
 
 def decodings(lm_dir: Path) -> dict[str, dict]:
