@@ -7,7 +7,12 @@ TORCH := torch==2.13.0
 # TTS engines and English text for the corpus builder, from Debian.
 APT_PACKAGES := espeak-ng flite fortunes fortunes-min wordnet-base
 
-.PHONY: install system-packages test demo bench bench-full clean
+# The Hugging Face libraries that setup.cfg holds to the range the suite has passed on.
+HF_PACKAGES := transformers datasets accelerate tokenizers
+# their lower bounds in setup.cfg, as exact pins
+OLDEST_PINS := $(shell sed -n 's/^ *\(transformers\|datasets\|accelerate\|tokenizers\)>=\([0-9.]*\),.*/\1==\2/p' setup.cfg)
+
+.PHONY: install system-packages test test-latest test-oldest demo bench bench-full clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +37,16 @@ system-packages:
 test: install system-packages
 	$(BIN)/python -m pytest
 
+# The suite in a venv of its own against the newest releases of $(HF_PACKAGES), above setup.cfg's caps (not
+# part of CI: run it to see the next break before users do), or against the oldest releases setup.cfg allows.
+test-latest test-oldest: test-%: system-packages
+	rm -rf .venv-$*
+	$(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet $(TORCH) -e ".[test]" $(if $(filter oldest,$*),$(OLDEST_PINS))
+	$(if $(filter latest,$*),.venv-$*/bin/python -m pip install --quiet --upgrade $(TORCH) $(HF_PACKAGES))
+	@.venv-$*/bin/python -m pip list 2>/dev/null | grep -iE '^($(subst $() ,|,$(HF_PACKAGES))) '
+	.venv-$*/bin/python -m pytest
+
 demo: install system-packages
 	$(BIN)/python examples/demo.py --output_dir demo
 
@@ -48,4 +63,4 @@ bench-full: $(VENV)/.bench-installed system-packages
 	$(BIN)/python bench/run.py --full
 
 clean:
-	rm -rf $(VENV) demo bench/work *.egg-info
+	rm -rf $(VENV) .venv-latest .venv-oldest demo bench/work *.egg-info

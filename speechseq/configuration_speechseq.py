@@ -136,7 +136,8 @@ class SpeechSeqConfig(PretrainedConfig):
     """
 
     model_type = "speechseq"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    # the cache in model outputs, named as transformers >= 5.24 names it, or as before
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
     attribute_map = {
         "hidden_size": "d_model",
         "num_attention_heads": "encoder_attention_heads",
@@ -326,7 +327,8 @@ class SpeechSeqLMConfig(PretrainedConfig):
     """
 
     model_type = "speechseq_lm"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    # the cache in model outputs, named as transformers >= 5.24 names it, or as before
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
     attribute_map = {
         "hidden_size": "d_model",
         "num_attention_heads": "decoder_attention_heads",

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import Seq2SeqLMOutput
 
 __all__ = [
     "BeamSearchOptions",
@@ -34,7 +35,13 @@ __all__ = [
     "beam_search",
     "ctc_prefix_beam_search",
     "check_fusion_lm",
+    "CACHE_NAME",
 ]
+
+# transformers 5.24 renamed the key/value cache of model forwards and of their outputs from `past_key_values` to
+# `cache` (its own models: `@deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")`). GenerationMixin passes
+# and reads the installed version's name; speechseq's models and scorers use the same one.
+CACHE_NAME = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
 
 NEG_INF = float("-inf")
 # transformers marks impossible beams with -1e9 rather than -inf, so that sums stay finite and comparable.
@@ -135,7 +142,7 @@ class _DecoderState:
 class DecoderScorer(Scorer):
     """log p_att(token | hypothesis, audio) from the model's attention decoder, with its key/value cache.
 
-    `model` exposes `decoder_step(input_ids, encoder_hidden_states, encoder_attention_mask, past_key_values)`
+    `model` exposes `decoder_step(input_ids, encoder_hidden_states, encoder_attention_mask, cache)`
     returning the last position's logits. When the rows come as equal groups of consecutive rows per utterance (the
     beams), the encoder's states and their projected keys and values are kept once per utterance, not once per beam.
     """
@@ -198,7 +205,7 @@ class LMScorer(Scorer):
 
     def score(self, tokens, state):
         step = tokens if state.cache.get_seq_length() == 0 else tokens[:, -1:]
-        logits = self.lm(input_ids=step, past_key_values=state.cache, use_cache=True).logits[:, -1]
+        logits = self.lm(input_ids=step, **{CACHE_NAME: state.cache}, use_cache=True).logits[:, -1]
         return logits.float().log_softmax(dim=-1), state
 
     def select_state(self, state, rows, tokens):

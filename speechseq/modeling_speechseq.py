@@ -24,6 +24,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_SPEECH_SEQ_2_SEQ_MA
 
 from .configuration_speechseq import SAMPLES_PER_FRAME, SUBSAMPLING_CONVS, SpeechSeqConfig, SpeechSeqLMConfig
 from .generation_speechseq import (
+    CACHE_NAME,
     BeamSearchOptions,
     CTCPrefixScorer,
     DecoderScorer,
@@ -230,25 +231,25 @@ class SpeechSeqAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(*x.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)  # (B, heads, T, head_dim)
 
-    def forward(self, x, key_value_states=None, mask=None, past_key_values=None, output_attentions=False, rotary=None):
+    def forward(self, x, key_value_states=None, mask=None, cache=None, output_attentions=False, rotary=None):
         """`rotary`: the (cos, sin) of this call's query positions (`rotary_angles`), in self-attention only."""
         q = self._heads(self.q_proj(x))
         if key_value_states is None:  # self-attention: append this step's keys and values to the cache
             k, v = self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
             if rotary is not None:  # keys are cached rotated, each by its own position
                 q, k = rotate(q, rotary), rotate(k, rotary)
-            if past_key_values is not None:  # an EncoderDecoderCache, or the language model's DynamicCache
-                cache = getattr(past_key_values, "self_attention_cache", past_key_values)
-                k, v = cache.update(k, v, self.layer_idx)
-        elif past_key_values is not None and past_key_values.is_updated.get(self.layer_idx):
+            if cache is not None:  # an EncoderDecoderCache, or the language model's DynamicCache
+                self_attention_cache = getattr(cache, "self_attention_cache", cache)
+                k, v = self_attention_cache.update(k, v, self.layer_idx)
+        elif cache is not None and cache.is_updated.get(self.layer_idx):
             # cross-attention: the encoder's keys and values are projected once per utterance, then reused
-            layer = past_key_values.cross_attention_cache.layers[self.layer_idx]
+            layer = cache.cross_attention_cache.layers[self.layer_idx]
             k, v = layer.keys, layer.values
         else:
             k, v = self._heads(self.k_proj(key_value_states)), self._heads(self.v_proj(key_value_states))
-            if past_key_values is not None:
-                k, v = past_key_values.cross_attention_cache.update(k, v, self.layer_idx)
-                past_key_values.is_updated[self.layer_idx] = True
+            if cache is not None:
+                k, v = cache.cross_attention_cache.update(k, v, self.layer_idx)
+                cache.is_updated[self.layer_idx] = True
 
         rows, queries = q.shape[0], q.shape[2]
         group = rows // k.shape[0]
@@ -327,12 +328,12 @@ class SpeechSeqDecoderLayer(GradientCheckpointingLayer):
         self_mask=None,
         encoder_hidden_states=None,
         encoder_mask=None,
-        past_key_values=None,
+        cache=None,
         output_attentions=False,
         rotary=None,
     ):
         h, self_weights = self.self_attn(
-            self.self_attn_layer_norm(x), mask=self_mask, past_key_values=past_key_values,
+            self.self_attn_layer_norm(x), mask=self_mask, cache=cache,
             output_attentions=output_attentions, rotary=rotary,
         )  # fmt: skip
         x = x + self.dropout(h)
@@ -340,7 +341,7 @@ class SpeechSeqDecoderLayer(GradientCheckpointingLayer):
         if encoder_hidden_states is not None:
             h, cross_weights = self.encoder_attn(
                 self.encoder_attn_layer_norm(x), key_value_states=encoder_hidden_states, mask=encoder_mask,
-                past_key_values=past_key_values, output_attentions=output_attentions,
+                cache=cache, output_attentions=output_attentions,
             )  # fmt: skip
             x = x + self.dropout(h)
         x = x + self.dropout(self.mlp(self.final_layer_norm(x)))
@@ -482,21 +483,20 @@ class SpeechSeqDecoder(nn.Module):
         attention_mask: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        past_key_values: EncoderDecoderCache | None = None,
+        cache: EncoderDecoderCache | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> BaseModelOutputWithPastAndCrossAttentions:
         """
         Args:
             input_ids (`torch.LongTensor` of shape `(batch, tokens)`): this step's tokens (only the new ones when
-                `past_key_values` holds the earlier ones).
+                `cache` holds the earlier ones).
             attention_mask (`torch.Tensor` of shape `(batch, past + tokens)`, *optional*): 1 on real tokens.
             encoder_hidden_states (`torch.FloatTensor` of shape `(batch, frames, d_model)`, *optional*).
             encoder_attention_mask (`torch.BoolTensor` of shape `(batch, frames)`, *optional*): True on real frames.
-            past_key_values (`EncoderDecoderCache`, or `DynamicCache` without cross-attention, *optional*): updated
-                in place.
+            cache (`EncoderDecoderCache`, or `DynamicCache` without cross-attention, *optional*): updated in place.
         """
-        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past = cache.get_seq_length() if cache is not None else 0
         T = input_ids.shape[1]
         if past + T > self.config.max_target_positions:
             raise ValueError(
@@ -524,7 +524,7 @@ class SpeechSeqDecoder(nn.Module):
         for layer in self.layers[: getattr(self.config, "active_decoder_layers", None)]:
             hidden_states.append(x)
             x, self_weights, cross_weights = layer(
-                x, self_mask, encoder_hidden_states, cross_mask, past_key_values, output_attentions, rotary
+                x, self_mask, encoder_hidden_states, cross_mask, cache, output_attentions, rotary
             )
             self_attentions.append(self_weights)
             cross_attentions.append(cross_weights)
@@ -532,7 +532,7 @@ class SpeechSeqDecoder(nn.Module):
         hidden_states.append(x)
         return BaseModelOutputWithPastAndCrossAttentions(
             last_hidden_state=x,
-            past_key_values=past_key_values,
+            **{CACHE_NAME: cache},
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(self_attentions) if output_attentions else None,
             cross_attentions=tuple(cross_attentions) if output_attentions and encoder_hidden_states is not None else None,
@@ -554,6 +554,15 @@ def encoder_lengths(config: SpeechSeqConfig, lengths: torch.Tensor) -> torch.Lon
             f"(factor {config.subsampling_factor}) needs at least {config.min_input_frames} frames"
         )
     return subsampled_lengths(lengths, config.subsampling_factor)
+
+
+def cache_argument(cache, kwargs: dict):
+    """The key/value cache a forward was given: as `cache` (transformers >= 5.24) or as `past_key_values` (before),
+    which is taken out of `kwargs`."""
+    legacy = kwargs.pop("past_key_values", None)
+    if cache is not None and legacy is not None:
+        raise ValueError("the cache was given twice, as `cache` and as `past_key_values`: give it once")
+    return cache if cache is not None else legacy
 
 
 class SpeechSeqModel(SpeechSeqPreTrainedModel):
@@ -578,13 +587,15 @@ class SpeechSeqModel(SpeechSeqPreTrainedModel):
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple | None = None,
-        past_key_values: EncoderDecoderCache | None = None,
+        cache: EncoderDecoderCache | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput:
+        """`cache`: the key/value cache, also accepted as `past_key_values` (its name before transformers 5.24)."""
+        cache = cache_argument(cache, kwargs)
         output_attentions = bool(output_attentions)
         output_hidden_states = bool(output_hidden_states)
         if encoder_outputs is None:
@@ -600,20 +611,22 @@ class SpeechSeqModel(SpeechSeqPreTrainedModel):
 
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
-        if use_cache and past_key_values is None:
-            past_key_values = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        if not use_cache:
+            cache = None
+        elif cache is None:
+            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         decoder_outputs = self.decoder(
             decoder_input_ids,
             attention_mask=decoder_attention_mask,
             encoder_hidden_states=encoder_hidden_states,
             encoder_attention_mask=encoder_mask,
-            past_key_values=past_key_values if use_cache else None,
+            cache=cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
         output = Seq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
-            past_key_values=decoder_outputs.past_key_values,
+            **{CACHE_NAME: cache},
             decoder_hidden_states=decoder_outputs.hidden_states,
             decoder_attentions=decoder_outputs.attentions,
             cross_attentions=decoder_outputs.cross_attentions,
@@ -876,12 +889,12 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         encoder_hidden_states = self.model.encoder(input_features, attention_mask).last_hidden_state
         return encoder_hidden_states, encoder_lengths(self.config, frame_lengths(input_features, attention_mask))
 
-    def decoder_step(self, input_ids, encoder_hidden_states, encoder_attention_mask, past_key_values) -> torch.Tensor:
-        """Next-token logits `(rows, vocab)` after `input_ids` (only the new tokens when `past_key_values`, updated in
-        place, holds the earlier ones): the cached decoder step that beam search scorers call."""
+    def decoder_step(self, input_ids, encoder_hidden_states, encoder_attention_mask, cache) -> torch.Tensor:
+        """Next-token logits `(rows, vocab)` after `input_ids` (only the new tokens when `cache`, updated in place,
+        holds the earlier ones): the cached decoder step that beam search scorers call."""
         hidden = self.model.decoder(
             input_ids, encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
         ).last_hidden_state  # fmt: skip
         return self.lm_head(hidden[:, -1])
 
@@ -956,7 +969,7 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple | None = None,
-        past_key_values: EncoderDecoderCache | None = None,
+        cache: EncoderDecoderCache | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
@@ -972,8 +985,10 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
                 shifted right behind `decoder_start_token_id`.
             labels (`torch.LongTensor` of shape `(batch, tokens)`, *optional*): target ids ending in `[EOS]`,
                 padded with -100.
-            encoder_outputs, past_key_values, use_cache: as in transformers' seq2seq models (generate passes them).
+            encoder_outputs, cache, use_cache: as in transformers' seq2seq models (generate passes them); the cache
+                is also accepted as `past_key_values`, its name before transformers 5.24.
         """
+        cache = cache_argument(cache, kwargs)
         ran_encoder = encoder_outputs is None
         if labels is not None and decoder_input_ids is None:
             decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
@@ -983,7 +998,7 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
             encoder_outputs=encoder_outputs,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
@@ -1013,7 +1028,7 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         output = SpeechSeqOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             decoder_hidden_states=outputs.decoder_hidden_states,
             decoder_attentions=outputs.decoder_attentions,
             cross_attentions=outputs.cross_attentions,
@@ -1097,7 +1112,7 @@ class SpeechSeqForCausalLM(PreTrainedModel, GenerationMixin):
         self,
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: DynamicCache | None = None,
+        cache: DynamicCache | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
@@ -1107,20 +1122,25 @@ class SpeechSeqForCausalLM(PreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast:
         r"""
         Args:
-            input_ids (`torch.LongTensor` of shape `(batch, tokens)`): only the new tokens when `past_key_values`
-                holds the earlier ones.
+            input_ids (`torch.LongTensor` of shape `(batch, tokens)`): only the new tokens when `cache` holds the
+                earlier ones.
             attention_mask (`torch.Tensor` of shape `(batch, past + tokens)`, *optional*): 1 on real tokens.
             labels (`torch.LongTensor` of shape `(batch, tokens)`, *optional*): usually `input_ids` with -100 on
                 padding; shifted inside, as transformers' causal LMs: position t predicts label t + 1.
+            cache (`DynamicCache`, *optional*): updated in place; also accepted as `past_key_values`, its name before
+                transformers 5.24.
         """
+        cache = cache_argument(cache, kwargs)
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache()
+        if not use_cache:
+            cache = None
+        elif cache is None:
+            cache = DynamicCache()
         outputs = self.model(
             input_ids,
             attention_mask=attention_mask,
-            past_key_values=past_key_values if use_cache else None,
+            cache=cache,
             output_attentions=bool(output_attentions),
             output_hidden_states=bool(output_hidden_states),
         )
@@ -1133,7 +1153,7 @@ class SpeechSeqForCausalLM(PreTrainedModel, GenerationMixin):
         output = CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_NAME: cache},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )

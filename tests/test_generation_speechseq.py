@@ -17,6 +17,7 @@ from speechseq import (
     ctc_prefix_beam_search,
 )
 from speechseq.generation_speechseq import (
+    CACHE_NAME,
     BeamSearchOptions,
     CTCPrefixScorer,
     DecoderScorer,
@@ -67,6 +68,70 @@ def test_one_beam_with_the_decoder_alone_is_greedy(seed):
     ours = beam_search({"decoder": scorer}, {"decoder": 1.0}, 3, torch.full((3,), 10), options, 3, 4, 0, 12)
     greedy = GenerationMixin.generate(model, x, attention_mask=mask, max_new_tokens=10)
     assert [until_eos(s, 4) for s in ours.sequences] == [until_eos(s, 4) for s in greedy]
+
+
+@torch.no_grad()
+def argmax_loop(model, features, steps, history=True):
+    """Greedy decoding written out for one unpadded utterance, no cache: at every step the whole prefix goes through
+    the decoder (or, with `history=False`, only the last token, at position 0: what a lost cache gives), until [EOS]
+    or `steps` tokens."""
+    c = model.config
+    ids = torch.tensor([[c.decoder_start_token_id]])
+    for _ in range(steps):
+        inputs = ids if history else ids[:, -1:]
+        token = model(features, decoder_input_ids=inputs, use_cache=False).logits[:, -1].argmax(-1)
+        ids = torch.cat([ids, token[:, None]], dim=1)
+        if token.item() == c.eos_token_id:
+            break
+    return ids[0, 1:].tolist()
+
+
+def assert_greedy_generate_is_argmax(model, x, mask, steps):
+    """`generate()` with one beam (transformers' greedy search, through the model's cached forward) on a padded batch
+    gives, for each utterance, what `argmax_loop` gives for it alone; and a decoder without its history would not."""
+    generated = model.generate(x, attention_mask=mask, num_beams=1, max_new_tokens=steps)
+    lengths = mask.sum(-1).tolist()
+    expected = [argmax_loop(model, x[i : i + 1, :n], steps) for i, n in enumerate(lengths)]
+    assert [until_eos(row, model.config.eos_token_id) for row in generated] == expected
+    forgetful = [argmax_loop(model, x[i : i + 1, :n], steps, history=False) for i, n in enumerate(lengths)]
+    assert forgetful != expected, "the outputs do not depend on the history: the test would miss a lost cache"
+    return expected
+
+
+@torch.no_grad()
+def depend_on_history(model):
+    """Random weights decode almost the same whatever came before (the token embedding dominates each position):
+    a stronger self-attention makes every step depend on the earlier tokens, which a lost cache drops."""
+    for layer in model.model.decoder.layers:
+        layer.self_attn.out_proj.weight.mul_(8)
+    return model
+
+
+# The demo's shape (d_model 144, 6 encoder and 2 decoder layers), with both position embeddings, and the tiny preset.
+DEMO_SHAPE = dict(d_model=144, encoder_layers=6, decoder_layers=2, encoder_ffn_dim=576, decoder_ffn_dim=576)
+
+
+@pytest.mark.parametrize(
+    "shape,position_embedding",
+    [({}, "sinusoidal"), (DEMO_SHAPE, "rotary"), (DEMO_SHAPE, "sinusoidal")],
+    ids=["tiny", "demo-rotary", "demo-sinusoidal"],
+)
+def test_greedy_generate_equals_an_argmax_loop_without_the_cache(shape, position_embedding):
+    torch.manual_seed(0)
+    config = SpeechSeqConfig.from_preset(
+        "tiny", vocab_size=30, position_embedding=position_embedding, tie_word_embeddings=False, **shape
+    )  # untied: with random weights, a tied output layer mostly predicts the token it was given, again and again
+    model = depend_on_history(SpeechSeqForConditionalGeneration(config).eval())
+    x, mask = features([90, 61, 77], seed=1)
+    expected = assert_greedy_generate_is_argmax(model, x, mask, steps=12)
+    assert sum(map(len, expected)) >= 20, "the outputs ended too soon to check the cache"
+
+
+def test_greedy_generate_of_a_trained_model_equals_an_argmax_loop_without_the_cache(trained_dir, processor, signals):
+    model = SpeechSeqForConditionalGeneration.from_pretrained(trained_dir).eval()
+    batch = processor(audio=signals, sampling_rate=16000, return_tensors="pt")
+    expected = assert_greedy_generate_is_argmax(model, batch["input_features"], batch["attention_mask"], steps=20)
+    assert processor.batch_decode([row[:-1] for row in expected]) == TRANSCRIPTS
 
 
 @pytest.mark.parametrize(
@@ -341,13 +406,36 @@ def test_language_model_saves_loads_and_caches(tmp_path):
     with torch.no_grad():
         full = loaded(ids, use_cache=False).logits
         torch.testing.assert_close(full, lm(ids).logits)
-        first = loaded(ids[:, :3], use_cache=True)
-        step = loaded(ids[:, 3:], past_key_values=first.past_key_values, use_cache=True).logits
-        torch.testing.assert_close(step, full[:, 3:], rtol=1e-5, atol=1e-5)
+        for name in ("cache", "past_key_values"):  # transformers' name since 5.24, and the one before
+            first = loaded(ids[:, :3], use_cache=True)
+            step = loaded(ids[:, 3:], **{name: getattr(first, CACHE_NAME)}, use_cache=True).logits
+            torch.testing.assert_close(step, full[:, 3:], rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match="given twice"):
+            loaded(ids[:, 3:], cache=DynamicCache(), past_key_values=DynamicCache())
         out = loaded(ids, labels=ids)
     manual = F.cross_entropy(full[0, :-1], ids[0, 1:])
     assert out.loss.item() == pytest.approx(manual.item(), rel=1e-5)
     assert torch.equal(loaded.lm_head.weight, loaded.model.embed_tokens.weight)
+
+
+@torch.no_grad()
+def test_language_model_greedy_generate_equals_an_argmax_loop_without_the_cache():
+    lm = tiny_lm(vocab_size=30, d_model=96, decoder_layers=3, position_embedding="rotary", tie_word_embeddings=False)
+    for layer in lm.model.layers:  # so that each step depends on the earlier tokens (see depend_on_history)
+        layer.self_attn.out_proj.weight.mul_(8)
+    prompt = torch.tensor([[3, 7, 8]])
+    generated = lm.generate(prompt, max_new_tokens=10, min_new_tokens=10, do_sample=False)
+
+    def argmax_loop(history):
+        ids = prompt
+        for _ in range(10):
+            logits = lm(ids if history else ids[:, -1:], use_cache=False).logits[:, -1]
+            logits[:, lm.config.eos_token_id] = float("-inf")  # as min_new_tokens does
+            ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
+        return ids.tolist()
+
+    assert generated.tolist() == argmax_loop(history=True)
+    assert argmax_loop(history=False) != argmax_loop(history=True), "the test would miss a lost cache"
 
 
 # --- through transformers' callers ---------------------------------------------------------------------------------
