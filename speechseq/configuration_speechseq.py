@@ -46,6 +46,25 @@ PRESETS = {
         subsampling_channels=64,  # 256 made the front end cost as much as the 12 encoder layers on a CPU
         dropout=0.1,
     ),
+    # ESPnet's LibriSpeech-100 Conformer shape (12 blocks, d 256, kernel 31, ffn 1024) with InterCTC at the middle
+    # block and self-conditioning (Nozaki & Komatsu, 2021): 25.0M parameters with characters, 28.8M with BPE 5k
+    # (over 30M from about 7k tokens: self-conditioning maps the vocabulary back to d_model).
+    "small-conformer": dict(
+        d_model=256,
+        encoder_layers=12,
+        decoder_layers=6,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=1024,
+        decoder_ffn_dim=1024,
+        subsampling_channels=64,
+        dropout=0.1,
+        encoder_block="conformer",
+        conv_kernel_size=31,
+        interctc_layers=[6],
+        interctc_weight=0.3,
+        self_conditioning=True,
+    ),
 }
 
 # Language models for `SpeechSeqLMConfig.from_preset`: the decoders of the ASR presets, standing alone.
@@ -123,6 +142,19 @@ class SpeechSeqConfig(PretrainedConfig):
         spec_augment_time_masks (`int`, defaults to 0): SpecAugment time masks per utterance (0 turns them off).
         spec_augment_time_width (`int`, defaults to 40): widest time mask, in frames; never more than a fifth of
             the utterance, and never past its last real frame.
+        encoder_block (`str`, defaults to `"transformer"`): the encoder's layers: `"transformer"` (self-attention and
+            a feed-forward block, the assignment's model) or `"conformer"` (Gulati et al., 2020, pre-norm: half-step
+            feed-forward, self-attention, convolution module, half-step feed-forward, final LayerNorm; Swish inside).
+        conv_kernel_size (`int`, defaults to 15): width of the Conformer's depthwise convolution, in encoder frames;
+            odd, so that each frame sees as many frames on each side.
+        conv_norm (`str`, defaults to `"layer_norm"`): the normalisation after the depthwise convolution:
+            `"layer_norm"` (per frame: padding never reaches it) or `"batch_norm"` (the paper's; its training
+            statistics count padding frames, so a padded batch trains slightly differently from one utterance).
+        interctc_layers (`list[int]`, defaults to `[]`): intermediate CTC (Lee & Watanabe, 2021): after each of these
+            encoder layers (1-based, below the last), the shared CTC head also scores the (final-normed) states.
+        interctc_weight (`float`, defaults to 0.0): the CTC loss becomes `(1 - w) * final + w * mean(intermediate)`.
+        self_conditioning (`bool`, defaults to `False`): add each intermediate CTC posterior, projected back to
+            `d_model`, to the next layer's input (self-conditioned CTC, Nozaki & Komatsu, 2021); in decoding too.
 
     Example:
 
@@ -186,6 +218,12 @@ class SpeechSeqConfig(PretrainedConfig):
         spec_augment_freq_width=27,
         spec_augment_time_masks=0,
         spec_augment_time_width=40,
+        encoder_block="transformer",
+        conv_kernel_size=15,
+        conv_norm="layer_norm",
+        interctc_layers=(),
+        interctc_weight=0.0,
+        self_conditioning=False,
         is_encoder_decoder=True,
         use_cache=True,
         **kwargs,
@@ -225,6 +263,12 @@ class SpeechSeqConfig(PretrainedConfig):
         self.spec_augment_freq_width = spec_augment_freq_width
         self.spec_augment_time_masks = spec_augment_time_masks
         self.spec_augment_time_width = spec_augment_time_width
+        self.encoder_block = encoder_block
+        self.conv_kernel_size = conv_kernel_size
+        self.conv_norm = conv_norm
+        self.interctc_layers = list(interctc_layers)
+        self.interctc_weight = interctc_weight
+        self.self_conditioning = self_conditioning
         self.use_cache = use_cache
         super().__init__(
             pad_token_id=pad_token_id,
@@ -287,6 +331,21 @@ class SpeechSeqConfig(PretrainedConfig):
             value, total = getattr(self, name), getattr(self, name.replace("active_", ""))
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= total):
                 raise ValueError(f"{name} must be None or an integer in [1, {total}], got {value!r}")
+        if self.encoder_block not in ("transformer", "conformer"):
+            raise ValueError(f"encoder_block must be 'transformer' or 'conformer', got {self.encoder_block!r}")
+        if not isinstance(self.conv_kernel_size, int) or self.conv_kernel_size < 1 or self.conv_kernel_size % 2 == 0:
+            raise ValueError(f"conv_kernel_size must be a positive odd integer, got {self.conv_kernel_size!r}")
+        if self.conv_norm not in ("layer_norm", "batch_norm"):
+            raise ValueError(f"conv_norm must be 'layer_norm' or 'batch_norm', got {self.conv_norm!r}")
+        bad = [i for i in self.interctc_layers if not isinstance(i, int) or not 1 <= i < self.encoder_layers]
+        if bad or len(set(self.interctc_layers)) != len(self.interctc_layers):
+            raise ValueError(f"interctc_layers must be distinct encoder layers in [1, {self.encoder_layers - 1}] "
+                             f"(1-based, below the last), got {self.interctc_layers!r}")  # fmt: skip
+        _require_fractions(self, ("interctc_weight",))
+        if (self.interctc_weight > 0 or self.self_conditioning) and not self.interctc_layers:
+            raise ValueError("interctc_weight > 0 and self_conditioning need interctc_layers")
+        if self.interctc_weight > 0 and self.ctc_weight == 0:
+            raise ValueError("interctc_weight > 0 needs ctc_weight > 0: the intermediate losses are part of the CTC loss")
         _require_common(self)
         _require_token_ids(self, ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "blank_token_id"))
 

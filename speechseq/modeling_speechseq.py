@@ -41,6 +41,7 @@ __all__ = [
     "SpeechSeqForConditionalGeneration",
     "SpeechSeqForCausalLM",
     "SpeechSeqOutput",
+    "SpeechSeqEncoderOutput",
     "SpeechSeqGenerateOutput",
 ]
 
@@ -52,6 +53,8 @@ class SpeechSeqOutput(Seq2SeqLMOutput):
 
     attention_loss (`torch.FloatTensor`, *optional*): label-smoothed cross-entropy of the decoder (with `labels`).
     ctc_loss (`torch.FloatTensor`, *optional*): CTC loss of the encoder (with `labels` and `ctc_weight > 0`).
+    interctc_loss (`torch.FloatTensor`, *optional*): mean CTC loss of the intermediate layers (`interctc_layers`,
+        with `labels` and `interctc_weight > 0`).
     ctc_logits (`torch.FloatTensor` of shape `(batch, encoder_frames, vocab_size)`, *optional*): CTC head output,
         computed whenever this call ran the encoder or was given `labels`.
     encoder_output_lengths (`torch.LongTensor` of shape `(batch,)`): real encoder frames of each utterance.
@@ -59,8 +62,21 @@ class SpeechSeqOutput(Seq2SeqLMOutput):
 
     attention_loss: torch.FloatTensor | None = None
     ctc_loss: torch.FloatTensor | None = None
+    interctc_loss: torch.FloatTensor | None = None
     ctc_logits: torch.FloatTensor | None = None
     encoder_output_lengths: torch.LongTensor | None = None
+
+
+@dataclass
+class SpeechSeqEncoderOutput(BaseModelOutput):
+    r"""
+    [`BaseModelOutput`] with the CTC head's logits after each of `config.interctc_layers`.
+
+    interctc_logits (`tuple(torch.FloatTensor)`, *optional*): one `(batch, encoder_frames, vocab_size)` tensor per
+        intermediate layer, when the encoder belongs to a model with a CTC head.
+    """
+
+    interctc_logits: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -305,6 +321,58 @@ class SpeechSeqEncoderLayer(GradientCheckpointingLayer):
         return x, weights
 
 
+class ConformerConvolution(nn.Module):
+    """The Conformer's convolution module (Gulati et al., 2020): pointwise conv + GLU, depthwise conv over time,
+    LayerNorm or BatchNorm, Swish, pointwise conv. Padding frames are zeroed before the depthwise convolution, so an
+    utterance in a padded batch sees exactly the zeros it would see alone."""
+
+    def __init__(self, config: SpeechSeqConfig):
+        super().__init__()
+        d, kernel = config.d_model, config.conv_kernel_size
+        self.pointwise_in = nn.Conv1d(d, 2 * d, 1)
+        self.depthwise = nn.Conv1d(d, d, kernel, padding=kernel // 2, groups=d)
+        self.layer_norm = config.conv_norm == "layer_norm"
+        self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps) if self.layer_norm else nn.BatchNorm1d(d)
+        self.pointwise_out = nn.Conv1d(d, d, 1)
+
+    def forward(self, x: torch.Tensor, frames: torch.Tensor | None) -> torch.Tensor:
+        """x (B, T, d_model); frames (B, T) bool, True on real frames, or None without padding."""
+        x = F.glu(self.pointwise_in(x.transpose(1, 2)), dim=1)  # (B, d_model, T)
+        if frames is not None:
+            x = x.masked_fill(~frames[:, None, :], 0.0)
+        x = self.depthwise(x)
+        x = self.norm(x.transpose(1, 2)).transpose(1, 2) if self.layer_norm else self.norm(x)
+        return self.pointwise_out(F.silu(x)).transpose(1, 2)  # (B, T, d_model)
+
+
+class ConformerLayer(GradientCheckpointingLayer):
+    """Pre-norm Conformer block: x + FF/2, + SelfAttention, + Convolution, + FF/2 (each on LN(x)), then LayerNorm."""
+
+    def __init__(self, config: SpeechSeqConfig):
+        super().__init__()
+        d, eps, ffn = config.d_model, config.layer_norm_eps, config.encoder_ffn_dim
+        soft = config.attention_mask_mode == "soft"
+        self.ffn_in_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.ffn_in = FeedForward(d, ffn, "swish", config.activation_dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.self_attn = SpeechSeqAttention(d, config.encoder_attention_heads, config.attention_dropout, soft_mask=soft)
+        self.conv_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.conv = ConformerConvolution(config)
+        self.ffn_out_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.ffn_out = FeedForward(d, ffn, "swish", config.activation_dropout)
+        self.final_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, mask=None, output_attentions=False, rotary=None):
+        x = x + 0.5 * self.dropout(self.ffn_in(self.ffn_in_layer_norm(x)))  # macaron: half-step feed-forwards
+        h, weights = self.self_attn(self.self_attn_layer_norm(x), mask=mask, output_attentions=output_attentions,
+                                    rotary=rotary)  # fmt: skip
+        x = x + self.dropout(h)
+        x = x + self.dropout(self.conv(self.conv_layer_norm(x), None if mask is None else mask[:, 0, 0, :]))
+        x = x + 0.5 * self.dropout(self.ffn_out(self.ffn_out_layer_norm(x)))
+        return self.final_layer_norm(x), weights
+
+
 class SpeechSeqDecoderLayer(GradientCheckpointingLayer):
     """Pre-norm: causal self-attention, cross-attention over the encoder (unless `cross_attention=False`, as in
     the decoder-only language model), feed-forward; each as x + Block(LN(x))."""
@@ -354,7 +422,7 @@ class SpeechSeqPreTrainedModel(PreTrainedModel):
     main_input_name = "input_features"
     input_modalities = ("audio", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["SpeechSeqEncoderLayer", "SpeechSeqDecoderLayer"]
+    _no_split_modules = ["SpeechSeqEncoderLayer", "ConformerLayer", "SpeechSeqDecoderLayer"]
     _supports_sdpa = True
     # The loss is a mean over the batch's tokens (and utterances, for CTC); it takes no `num_items_in_batch`. Without
     # this, the Trainer sees `**kwargs` in forward and multiplies the loss by the number of processes.
@@ -379,7 +447,8 @@ class SpeechSeqPreTrainedModel(PreTrainedModel):
 
 
 class SpeechSeqEncoder(nn.Module):
-    """Subsampling plus positions (sinusoids added, or rotary in self-attention), pre-norm layers, final LayerNorm."""
+    """Subsampling plus positions (sinusoids added, or rotary in self-attention), pre-norm Transformer or Conformer
+    layers, final LayerNorm; intermediate CTC and self-conditioning after `config.interctc_layers`."""
 
     def __init__(self, config: SpeechSeqConfig):
         super().__init__()
@@ -390,10 +459,19 @@ class SpeechSeqEncoder(nn.Module):
             self.waveform_subsampling = WaveformSubsampling(config)
         if config.input_mode == "fusion":  # the weight of the filterbank front end, sigmoid(0) = 0.5 at first
             self.fusion_logit = nn.Parameter(torch.zeros(()))
-        self.layers = nn.ModuleList([SpeechSeqEncoderLayer(config) for _ in range(config.encoder_layers)])
+        block = ConformerLayer if config.encoder_block == "conformer" else SpeechSeqEncoderLayer
+        self.layers = nn.ModuleList([block(config) for _ in range(config.encoder_layers)])
         self.layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
+        if config.self_conditioning:  # posteriors back to the model width, one map for every intermediate layer
+            self.conditioning = nn.Linear(config.vocab_size, config.d_model)
+        self._ctc_head = ()
         self.gradient_checkpointing = False
+
+    def attach_ctc_head(self, ctc_head: nn.Module) -> None:
+        """The CTC head that intermediate CTC and self-conditioning use: the model's own, shared. Kept as a plain
+        reference, not a submodule, so that its weights are stored once, as the model's `ctc_head`."""
+        self._ctc_head = (ctc_head,)
 
     def forward(
         self,
@@ -436,17 +514,27 @@ class SpeechSeqEncoder(nn.Module):
             x = x + sinusoids(positions, x.shape[-1]).to(x.dtype)
         x = self.dropout(x)
         mask = None if attention_mask is None else lengths_to_mask(out_lengths, T)[:, None, None, :]
-        hidden_states, attentions = [], []
-        for layer in self.layers[: self.config.active_encoder_layers]:  # all, unless progressive training says fewer
+        hidden_states, attentions, interctc_logits = [], [], []
+        intermediate = set(self.config.interctc_layers) if self._ctc_head else set()
+        if self.config.self_conditioning and not self._ctc_head:
+            raise ValueError("self_conditioning needs the model's CTC head: use SpeechSeqForConditionalGeneration")
+        # all layers, unless progressive training says fewer
+        for i, layer in enumerate(self.layers[: self.config.active_encoder_layers], start=1):
             hidden_states.append(x)
             x, weights = layer(x, mask, output_attentions, rotary)
             attentions.append(weights)
+            if i in intermediate:  # intermediate CTC (Lee & Watanabe, 2021), on the final norm as ESPnet does
+                logits = self._ctc_head[0](self.layer_norm(x))
+                interctc_logits.append(logits)
+                if self.config.self_conditioning:  # Nozaki & Komatsu, 2021
+                    x = x + self.conditioning(logits.softmax(dim=-1))
         x = self.layer_norm(x)
         hidden_states.append(x)
-        return BaseModelOutput(
+        return SpeechSeqEncoderOutput(
             last_hidden_state=x,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
+            interctc_logits=tuple(interctc_logits) if interctc_logits else None,
         )
 
 
@@ -676,6 +764,7 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         self.model = SpeechSeqModel(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.ctc_head = nn.Linear(config.d_model, config.vocab_size)
+        self.model.encoder.attach_ctc_head(self.ctc_head)
         self._loaded_lms = {}  # fusion language models given to generate() by directory, loaded once
         self.post_init()
         # A generation config marked as derived from the model config loses every field transformers does not know
@@ -992,6 +1081,9 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         ran_encoder = encoder_outputs is None
         if labels is not None and decoder_input_ids is None:
             decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+        if ran_encoder:  # here rather than in self.model, to keep the intermediate CTC logits
+            encoder_outputs = self.model.encoder(input_features, attention_mask, bool(output_attentions),
+                                                 bool(output_hidden_states))  # fmt: skip
         outputs = self.model(
             input_features,
             attention_mask=attention_mask,
@@ -1012,7 +1104,7 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
             lengths = torch.full(encoder_hidden_states.shape[:1], T, device=encoder_hidden_states.device)
         ctc_logits = self.ctc_head(encoder_hidden_states) if ran_encoder or labels is not None else None
 
-        loss = attention_loss = ctc_loss = None
+        loss = attention_loss = ctc_loss = interctc_loss = None
         if labels is not None:
             attention_loss = F.cross_entropy(
                 logits.float().reshape(-1, logits.shape[-1]),
@@ -1022,8 +1114,12 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
             )
             loss = attention_loss
             if self.config.ctc_weight > 0:
-                ctc_loss = self._ctc_loss(ctc_logits, lengths, labels)
-                loss = (1 - self.config.ctc_weight) * attention_loss + self.config.ctc_weight * ctc_loss
+                ctc_loss = total_ctc = self._ctc_loss(ctc_logits, lengths, labels)
+                interctc_logits = getattr(encoder_outputs, "interctc_logits", None)
+                if self.config.interctc_weight > 0 and interctc_logits:
+                    interctc_loss = torch.stack([self._ctc_loss(x, lengths, labels) for x in interctc_logits]).mean()
+                    total_ctc = (1 - self.config.interctc_weight) * ctc_loss + self.config.interctc_weight * interctc_loss
+                loss = (1 - self.config.ctc_weight) * attention_loss + self.config.ctc_weight * total_ctc
 
         output = SpeechSeqOutput(
             loss=loss,
@@ -1037,6 +1133,7 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
             encoder_attentions=outputs.encoder_attentions,
             attention_loss=attention_loss,
             ctc_loss=ctc_loss,
+            interctc_loss=interctc_loss,
             ctc_logits=ctc_logits,
             encoder_output_lengths=lengths,
         )

@@ -1,15 +1,17 @@
 import numpy as np
 import pytest
 import torch
+from transformers import GenerationMixin
 
 from speechseq import (
+    SpeechSeqConfig,
     SpeechSeqForCausalLM,
     SpeechSeqForConditionalGeneration,
     SpeechSeqLMConfig,
     special_token_ids,
     train_tokenizer,
 )
-from speechseq.modeling_speechseq import rotary_angles, rotate, shift_tokens_right
+from speechseq.modeling_speechseq import ConformerLayer, rotary_angles, rotate, shift_tokens_right
 
 from conftest import tiny_model
 
@@ -399,3 +401,135 @@ def test_a_mismatched_language_model_raises_listing_every_difference(tokenizer, 
     other.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="tokenizers differ"):
         SpeechSeqForConditionalGeneration.from_pretrained_decoder(tmp_path, config, tokenizer=tokenizer)
+
+
+# --- Conformer blocks and intermediate CTC -------------------------------------------------------------------------
+
+# A shape no preset has: d_model 96, 3 encoder and 2 decoder layers, kernel 7.
+CONFORMER = dict(encoder_block="conformer", d_model=96, encoder_layers=3, decoder_layers=2, encoder_ffn_dim=192,
+                 decoder_ffn_dim=160, conv_kernel_size=7)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(conv_norm="layer_norm", position_embedding="rotary"),
+     dict(conv_norm="batch_norm", position_embedding="sinusoidal"),
+     dict(conv_norm="layer_norm", interctc_layers=[1, 2], interctc_weight=0.5, self_conditioning=True)],
+    ids=["layer_norm-rotary", "batch_norm-sinusoidal", "interctc-self_conditioning"],
+)  # fmt: skip
+def test_conformer_padding_in_a_batch_changes_nothing(tokenizer, options):
+    model = tiny_model(tokenizer, **CONFORMER, **options)
+    with torch.no_grad():  # random running statistics, so that BatchNorm is not the identity
+        for layer in model.model.encoder.layers:
+            if options["conv_norm"] == "batch_norm":
+                layer.conv.norm.running_mean.uniform_(-0.5, 0.5)
+                layer.conv.norm.running_var.uniform_(0.5, 2.0)
+    features, mask, labels = batch(len(tokenizer))
+    with torch.no_grad():
+        batched = model(features, attention_mask=mask, labels=labels)
+        for i, (frames, tokens) in enumerate([(120, 9), (77, 5)]):
+            alone = model(features[i : i + 1, :frames], labels=labels[i : i + 1, :tokens])
+            n = alone.encoder_last_hidden_state.shape[1]
+            assert batched.encoder_output_lengths[i] == n
+            torch.testing.assert_close(batched.encoder_last_hidden_state[i, :n], alone.encoder_last_hidden_state[0])
+            torch.testing.assert_close(batched.logits[i, :tokens], alone.logits[0])
+            torch.testing.assert_close(batched.ctc_logits[i, :n], alone.ctc_logits[0])
+        # and the depthwise convolution does see its neighbours: cutting the utterance short changes its frames
+        shorter = model(features[:1, :100], labels=labels[:1, :9]).encoder_last_hidden_state
+        assert not torch.allclose(shorter[0, :10], batched.encoder_last_hidden_state[0, :10])
+
+
+def test_conformer_output_lengths_are_exact(tokenizer):
+    model = tiny_model(tokenizer, **CONFORMER)
+    with torch.no_grad():
+        for frames in range(model.config.min_input_frames, 160, 7):
+            encoded = model.model.encoder(torch.randn(1, frames, 80)).last_hidden_state
+            assert model._get_feat_extract_output_lengths(torch.tensor([frames])).item() == encoded.shape[1]
+
+
+def test_intermediate_ctc_losses_are_the_shared_head_on_the_intermediate_layers(tokenizer):
+    model = tiny_model(tokenizer, **CONFORMER, interctc_layers=[1, 2], interctc_weight=0.4, ctc_weight=0.3)
+    features, mask, labels = batch(len(tokenizer))
+    with torch.no_grad():
+        out = model(features, attention_mask=mask, labels=labels, output_hidden_states=True)
+        encoder = model.model.encoder
+        lengths = out.encoder_output_lengths
+        # hidden_states[k] is the input of layer k (0-based): the output of layer k in 1-based counting
+        intermediate = [model._ctc_loss(model.ctc_head(encoder.layer_norm(out.encoder_hidden_states[k])), lengths, labels)
+                        for k in (1, 2)]  # fmt: skip
+    torch.testing.assert_close(out.interctc_loss, torch.stack(intermediate).mean())
+    assert not torch.allclose(intermediate[0], intermediate[1])
+    ctc = 0.6 * out.ctc_loss + 0.4 * out.interctc_loss
+    torch.testing.assert_close(out.loss, 0.7 * out.attention_loss + 0.3 * ctc)
+    model.config.interctc_weight = 0.0  # the intermediate logits are still computed, but not in the loss
+    with torch.no_grad():
+        plain = model(features, attention_mask=mask, labels=labels)
+    assert plain.interctc_loss is None
+    torch.testing.assert_close(plain.loss, 0.7 * plain.attention_loss + 0.3 * plain.ctc_loss)
+
+
+def test_self_conditioning_adds_the_projected_posteriors_to_the_next_layer(tokenizer):
+    conditioned = tiny_model(tokenizer, **CONFORMER, interctc_layers=[1], interctc_weight=0.5, self_conditioning=True)
+    plain = tiny_model(tokenizer, **CONFORMER, interctc_layers=[1], interctc_weight=0.5)
+    assert plain.load_state_dict(conditioned.state_dict(), strict=False).unexpected_keys == [
+        "model.encoder.conditioning.weight", "model.encoder.conditioning.bias"]  # fmt: skip
+    features, mask, labels = batch(len(tokenizer))
+    with torch.no_grad():
+        differ = conditioned(features, attention_mask=mask, labels=labels).encoder_last_hidden_state
+        assert not torch.allclose(differ, plain(features, attention_mask=mask, labels=labels).encoder_last_hidden_state)
+        conditioned.model.encoder.conditioning.weight.zero_()
+        conditioned.model.encoder.conditioning.bias.zero_()
+        torch.testing.assert_close(
+            conditioned(features, attention_mask=mask, labels=labels).encoder_last_hidden_state,
+            plain(features, attention_mask=mask, labels=labels).encoder_last_hidden_state,
+        )
+
+
+def test_conformer_with_self_conditioning_saves_loads_and_decodes_with_the_cache(tokenizer, tmp_path):
+    model = tiny_model(tokenizer, **CONFORMER, interctc_layers=[2], interctc_weight=0.3, self_conditioning=True)
+    model.save_pretrained(tmp_path)
+    loaded, info = SpeechSeqForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert not any(info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    assert loaded.model.encoder._ctc_head[0] is loaded.ctc_head
+    features, mask, labels = batch(len(tokenizer))
+    with torch.no_grad():
+        expected = model(features, attention_mask=mask, labels=labels)
+        got = loaded.eval()(features, attention_mask=mask, labels=labels)
+        torch.testing.assert_close(got.logits, expected.logits)
+        torch.testing.assert_close(got.interctc_loss, expected.interctc_loss)
+        cached = loaded.generate(features, attention_mask=mask, num_beams=1, max_new_tokens=8)
+        uncached = GenerationMixin.generate(loaded, features, attention_mask=mask, max_new_tokens=8, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+def test_conformer_gradient_checkpointing_gives_the_same_gradients(tokenizer):
+    features, mask, labels = batch(len(tokenizer))
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_model(tokenizer, **CONFORMER, interctc_layers=[1], interctc_weight=0.3).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        model(features, attention_mask=mask, labels=labels).loss.backward()
+        grads.append(model.model.encoder.layers[0].conv.depthwise.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [(dict(encoder_block="branchformer"), "encoder_block"), (dict(conv_kernel_size=8), "odd"),
+     (dict(conv_norm="group_norm"), "conv_norm"), (dict(interctc_layers=[2]), r"\[1, 1\]"),
+     (dict(interctc_layers=[1, 1]), "distinct"), (dict(interctc_weight=0.3), "need interctc_layers"),
+     (dict(self_conditioning=True), "need interctc_layers"),
+     (dict(interctc_layers=[1], interctc_weight=0.3, ctc_weight=0.0), "needs ctc_weight")],
+)  # fmt: skip
+def test_conformer_and_interctc_options_are_checked(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        SpeechSeqConfig.from_preset("tiny", **overrides)
+
+
+def test_small_conformer_preset_fits_the_parameter_limit():
+    for vocab_size in (40, 5000):
+        with torch.device("meta"):
+            model = SpeechSeqForConditionalGeneration(SpeechSeqConfig.from_preset("small-conformer", vocab_size=vocab_size))
+        assert sum(p.numel() for p in model.parameters()) <= 30_000_000
+        assert isinstance(model.model.encoder.layers[0], ConformerLayer)
