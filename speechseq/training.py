@@ -28,6 +28,7 @@ from datasets import Dataset, load_dataset
 from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
 
 from .attention_plots import AttentionPlots
+from .checkpoint_averaging import choose_checkpoints, write_average
 from .configuration_speechseq import SpeechSeqConfig
 from .data.collator import SpeechSeqDataCollator
 from .data.loaders import (
@@ -42,6 +43,7 @@ from .data.loaders import (
 from .feature_extraction_speechseq import SpeechSeqFeatureExtractor
 from .metrics import load_metric
 from .modeling_speechseq import (
+    ConformerLayer,
     SpeechSeqDecoder,
     SpeechSeqDecoderLayer,
     SpeechSeqEncoder,
@@ -150,6 +152,11 @@ class SpeechSeqTrainingArguments(Seq2SeqTrainingArguments):
     )
     attention_plot_layer: int = field(default=-1, metadata={"help": "Decoder layer to plot (negative: from the end)."})
     attention_plot_head: int = field(default=-1, metadata={"help": "Head to plot; -1 plots the mean of the heads."})
+    average_checkpoints: int = field(
+        default=0,
+        metadata={"help": "At the end of training, save the mean of the last N checkpoints (speechseq-average) as "
+                  "the model in --output_dir; --save_total_limit must keep at least N."},
+    )
 
 
 class SpeechSeqTrainer(Seq2SeqTrainer):
@@ -169,9 +176,30 @@ class SpeechSeqTrainer(Seq2SeqTrainer):
     would drift apart on every process.
     """
 
+    # the parts of speechseq's loss, logged beside it (means over the steps since the last log)
+    LOSS_PARTS = ("attention_loss", "ctc_loss", "interctc_loss")
+
     def __init__(self, *args, learning_rates: dict | None = None, frozen_steps: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.learning_rates, self.frozen_steps = learning_rates or {}, frozen_steps or {}
+        self._loss_parts = {}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training:
+            for name in self.LOSS_PARTS:
+                value = outputs.get(name) if isinstance(outputs, dict) else None
+                if value is not None:
+                    self._loss_parts.setdefault(name, []).append(value.detach())
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict, *args, **kwargs):
+        # every process logs at the same steps (the Trainer gathers its loss there too), so the gather lines up
+        if "loss" in logs and self._loss_parts:
+            for name, values in sorted(self._loss_parts.items()):
+                logs[name] = round(self.accelerator.gather(torch.stack(values).mean()).mean().item(), 4)
+            self._loss_parts.clear()
+        super().log(logs, *args, **kwargs)
 
     def get_decay_parameter_names(self, model) -> list[str]:
         # the fusion front end's blend is a gate, not a weight: decay would pull it towards half and half
@@ -345,7 +373,8 @@ class ProgressiveTraining(TrainerCallback):
 def set_dropout(model, p: float) -> None:
     """Set the residual and embedding dropout (`config.dropout`) of a built model."""
     for module in model.modules():
-        if isinstance(module, (SpeechSeqEncoderLayer, SpeechSeqDecoderLayer, SpeechSeqEncoder, SpeechSeqDecoder)):
+        if isinstance(module, (SpeechSeqEncoderLayer, ConformerLayer, SpeechSeqDecoderLayer, SpeechSeqEncoder,
+                               SpeechSeqDecoder)):  # fmt: skip
             module.dropout.p = p
     model.config.dropout = p
 
@@ -582,6 +611,11 @@ def main(argv=None):
                              "add --decoder_lm_path")
         for name in model.decoder_lm_parameter_names():
             frozen_steps.setdefault(name, []).append((0, training_args.freeze_decoder_steps))
+    if training_args.average_checkpoints:
+        limit, count = training_args.save_total_limit, training_args.average_checkpoints
+        if training_args.save_strategy == "no" or (limit is not None and limit < count):
+            raise ValueError(f"--average_checkpoints {count} needs checkpoints: a --save_strategy and a "
+                             f"--save_total_limit of at least {count} (got {training_args.save_strategy}, {limit})")
     trainer = SpeechSeqTrainer(
         model=model,
         args=training_args,
@@ -597,6 +631,9 @@ def main(argv=None):
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint)
         trainer.save_model()  # the model, and the processor through processing_class
+        if training_args.average_checkpoints and trainer.is_world_process_zero():
+            write_average(choose_checkpoints(training_args.output_dir, last=training_args.average_checkpoints),
+                          training_args.output_dir)  # fmt: skip
         metrics = {**result.metrics, "train_samples": len(train)}
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)

@@ -16,7 +16,7 @@ import soundfile
 import torch
 from transformers import TrainerControl, TrainerState, pipeline
 
-from speechseq import SpeechSeqFeatureExtractor
+from speechseq import SpeechSeqFeatureExtractor, SpeechSeqForConditionalGeneration
 from speechseq.training import WallClockBudget, main
 
 from conftest import TRANSCRIPTS
@@ -349,3 +349,25 @@ def test_attention_plots_are_written_at_evaluation(manifest, tmp_path):
     with pytest.raises(ValueError, match="outside the decoder's 4 heads"):
         main([*data_args(manifest), *ARGS, "--output_dir", str(tmp_path / "bad"), "--do_train", "--max_steps", "1",
               "--eval_strategy", "steps", "--attention_plots", "--attention_plot_head", "4"])  # fmt: skip
+
+
+def test_conformer_with_interctc_logs_each_loss_and_averages_its_last_checkpoints(manifest, tmp_path):
+    out = tmp_path / "conformer"
+    overrides = {"encoder_block": "conformer", "d_model": 96, "encoder_layers": 3, "encoder_ffn_dim": 192,
+                 "conv_kernel_size": 5, "interctc_layers": [1, 2], "interctc_weight": 0.3, "self_conditioning": True}
+    main([*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "6", "--save_steps", "2",
+          "--logging_steps", "2", "--config_overrides", json.dumps(overrides), "--average_checkpoints", "2"])  # fmt: skip
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    logged = [entry for entry in history if "loss" in entry]
+    assert len(logged) == 3
+    for entry in logged:
+        assert all(0 < entry[name] < 100 for name in ("attention_loss", "ctc_loss", "interctc_loss")), entry
+    assert json.loads((out / "averaged_from.json").read_text()) == ["checkpoint-4", "checkpoint-6"]
+    averaged = SpeechSeqForConditionalGeneration.from_pretrained(out).state_dict()
+    last_two = [SpeechSeqForConditionalGeneration.from_pretrained(out / f"checkpoint-{s}").state_dict() for s in (4, 6)]
+    name = "model.encoder.layers.0.conv.depthwise.weight"
+    torch.testing.assert_close(averaged[name], (last_two[0][name] + last_two[1][name]) / 2)
+    assert pipeline("automatic-speech-recognition", model=str(out))
+    with pytest.raises(ValueError, match="save_total_limit of at least 3"):
+        main([*data_args(manifest), *ARGS, "--output_dir", str(tmp_path / "too_few"), "--do_train", "--max_steps",
+              "2", "--save_total_limit", "2", "--average_checkpoints", "3"])  # fmt: skip

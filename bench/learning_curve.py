@@ -1,0 +1,170 @@
+"""Learning curves at an equal wall-clock budget: greedy-CTC CER against training minutes, one line per variant.
+
+    python bench/learning_curve.py --corpus_dir demo/corpus --work_dir bench/work/curve --minutes 8 \\
+        --variants transformer conformer conformer+interctc
+
+Each variant is the demo's model (`examples/demo.py` MODEL, without its progressive schedule) with one change, and
+trains in a process of its own with the demo's flags. Its cosine schedule is sized to the steps it can take in
+`--minutes`: a short probe run measures its time per step first. It saves a checkpoint at `--marks` evenly spaced
+points of its steps; afterwards (not counted in the budget) each checkpoint decodes the first `--eval_utterances` of
+`dev` and `test_unseen` with the CTC head alone. A checkpoint's minute is its step times the run's mean time per
+step. Writes `bench/results/learning_curve.json` and the plot `bench/results/learning_curve.png` (`test_unseen`
+solid, `dev` dashed). Tune on `dev`; `test_unseen` is the report.
+"""
+
+import argparse
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on a server
+import matplotlib.pyplot as plt  # noqa: E402
+
+from transformers import AutoModelForSpeechSeq2Seq  # noqa: E402
+
+from speechseq import SpeechSeqProcessor  # noqa: E402
+from speechseq.data import load_corpus  # noqa: E402
+from speechseq.evaluation import error_rates, transcribe  # noqa: E402
+
+from common import builtin_generate, run_process, write_results  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
+from demo import MODEL  # noqa: E402
+
+logger = logging.getLogger("bench.learning_curve")
+
+CONFORMER = {"encoder_block": "conformer", "conv_kernel_size": 15}
+INTERCTC = {"interctc_layers": [3], "interctc_weight": 0.3, "self_conditioning": True}
+# name -> (architecture, config fields over the demo's MODEL)
+VARIANTS = {
+    "transformer": ("speechseq", {}),
+    "conformer": ("speechseq", CONFORMER),
+    "transformer+interctc": ("speechseq", INTERCTC),
+    "conformer+interctc": ("speechseq", {**CONFORMER, **INTERCTC}),
+    "speech2text": ("speech2text", {}),
+}
+
+
+def training_command(args, architecture: str, overrides: dict, output_dir: Path, max_steps: int, save_steps: int,
+                     minutes: float) -> list[str]:  # fmt: skip
+    """`speechseq-train` with the demo's flags (no progressive schedule) for one variant."""
+    return [
+        sys.executable, "-m", "speechseq.training", "--corpus_dir", args.corpus_dir, "--output_dir", str(output_dir),
+        "--architecture", architecture, "--preset", "small", "--config_overrides", json.dumps({**MODEL, **overrides}),
+        "--spec_augment_freq_masks", "0", "--spec_augment_time_masks", "0", "--do_train",
+        "--max_steps", str(max_steps), "--max_train_minutes", str(minutes), "--per_device_train_batch_size", "16",
+        "--learning_rate", str(args.learning_rate), "--warmup_steps", str(max(1, max_steps // 10)),
+        "--lr_scheduler_type", "cosine", "--weight_decay", "0.01", "--save_steps", str(save_steps),
+        "--logging_steps", "25", "--report_to", "none", "--seed", str(args.seed),
+        "--train_sampling_strategy", "group_by_length", "--length_column_name", "length",
+        "--dataloader_num_workers", "1", "--dataloader_persistent_workers",
+    ]  # fmt: skip
+
+
+def seconds_per_step(output_dir: Path) -> float:
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    runtime = next(entry["train_runtime"] for entry in reversed(state["log_history"]) if "train_runtime" in entry)
+    return runtime / state["global_step"]
+
+
+def train_variant(args, name: str, work: Path) -> dict:
+    """Probe the variant's time per step, then train it for the budget with checkpoints at the marks."""
+    architecture, overrides = VARIANTS[name]
+    probe_dir, run_dir = work / f"{name}-probe", work / name
+    run_process(training_command(args, architecture, overrides, probe_dir, args.probe_steps, 10**6, args.minutes),
+                work / f"{name}-probe.log")  # fmt: skip
+    # steps that fill the budget, less 3% for the checkpoint saves and the probe's warmer start
+    max_steps = max(args.marks, int(0.97 * 60 * args.minutes / seconds_per_step(probe_dir)))
+    save_steps = max(1, max_steps // args.marks)
+    logger.info("%s: %.2f s/step in the probe: %d steps, a checkpoint every %d", name, seconds_per_step(probe_dir),
+                max_steps, save_steps)  # fmt: skip
+    result = run_process(training_command(args, architecture, overrides, run_dir, max_steps, save_steps,
+                                          args.minutes), work / f"{name}.log")  # fmt: skip
+    state = json.loads((run_dir / "trainer_state.json").read_text())
+    return {"architecture": architecture, "overrides": overrides, "max_steps": max_steps, "steps": state["global_step"],
+            "seconds_per_step": seconds_per_step(run_dir), **result}  # fmt: skip
+
+
+def evaluate_variant(args, name: str, work: Path, training: dict, corpus) -> list[dict]:
+    """Greedy-CTC CER of every checkpoint of the variant (and the final model) on dev and test_unseen; greedy
+    attention for Speech2Text, which has no CTC head."""
+    run_dir = work / name
+    points = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    points = [(int(p.name.split("-")[-1]), p) for p in points]
+    if not points or points[-1][0] != training["steps"]:
+        points.append((training["steps"], run_dir))
+    curve = []
+    for step, path in points:
+        model = AutoModelForSpeechSeq2Seq.from_pretrained(path).eval()
+        processor = SpeechSeqProcessor.from_pretrained(run_dir)
+        if training["architecture"] == "speech2text":
+            decoding = {"generate": functools.partial(builtin_generate, model)}
+        else:
+            decoding = {"decoding": "ctc"}
+        point = {"step": step, "minutes": step * training["seconds_per_step"] / 60}
+        for split in ("dev", "test_unseen"):
+            rows = corpus[split].select(range(min(args.eval_utterances, len(corpus[split]))))
+            hypotheses, _ = transcribe(model, processor, rows, **decoding)
+            point[f"cer_{split}"] = error_rates(rows["text"], hypotheses)["cer"]
+        logger.info("%s step %d (%.1f min): CER dev %.1f%%, test_unseen %.1f%%", name, step, point["minutes"],
+                    100 * point["cer_dev"], 100 * point["cer_test_unseen"])  # fmt: skip
+        curve.append(point)
+    return curve
+
+
+def plot(report: dict, path: Path) -> None:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for index, (name, variant) in enumerate(report["variants"].items()):
+        minutes = [point["minutes"] for point in variant["curve"]]
+        color = f"C{index}"
+        axes.plot(minutes, [100 * p["cer_test_unseen"] for p in variant["curve"]], "o-", color=color, label=name)
+        axes.plot(minutes, [100 * p["cer_dev"] for p in variant["curve"]], "--", color=color, alpha=0.5)
+    axes.set_xlabel("training minutes (2 CPU cores)")
+    axes.set_ylabel("greedy CER, % (test_unseen solid, dev dashed)")
+    axes.set_title(f"Equal budget: {report['minutes']:g} minutes each on {report['corpus']}")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus_dir", required=True)
+    parser.add_argument("--work_dir", required=True, help="models and logs go here")
+    parser.add_argument("--minutes", type=float, default=8.0, help="training budget of each variant")
+    parser.add_argument("--variants", nargs="+", default=["transformer", "conformer", "conformer+interctc"],
+                        choices=sorted(VARIANTS))  # fmt: skip
+    parser.add_argument("--marks", type=int, default=4, help="checkpoints along each run")
+    parser.add_argument("--probe_steps", type=int, default=30, help="steps of the run that times a variant")
+    parser.add_argument("--eval_utterances", type=int, default=100, help="of dev and of test_unseen")
+    parser.add_argument("--learning_rate", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", help="default: bench/results/learning_curve.json (and .png beside it)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = load_corpus(args.corpus_dir)
+    report = {"minutes": args.minutes, "corpus": Path(args.corpus_dir).name, "eval_utterances": args.eval_utterances,
+              "seed": args.seed, "variants": {}}  # fmt: skip
+    for name in args.variants:  # one at a time: two runs timing themselves on 2 cores would spoil both
+        training = train_variant(args, name, work)
+        report["variants"][name] = {**training, "curve": evaluate_variant(args, name, work, training, corpus)}
+    path = write_results("learning_curve", report, args.output)
+    plot(report, path.with_suffix(".png"))
+    logger.info("%-22s %6s %8s %10s %12s", "variant", "steps", "s/step", "CER dev", "CER unseen")
+    for name, variant in report["variants"].items():
+        last = variant["curve"][-1]
+        logger.info("%-22s %6d %8.2f %9.1f%% %11.1f%%", name, variant["steps"], variant["seconds_per_step"],
+                    100 * last["cer_dev"], 100 * last["cer_test_unseen"])  # fmt: skip
+    logger.info("wrote %s and %s", path, path.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
