@@ -28,7 +28,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 from speechseq import SpeechSeqForCausalLM, SpeechSeqLMConfig, load_tokenizer, normalize_text, special_token_ids
 from speechseq.data import load_corpus
 from speechseq.data.text_sources import corpus_sentences
-from speechseq.training import last_complete_checkpoint
+from speechseq.training import last_complete_checkpoint, log_to_file
 
 logger = logging.getLogger("speechseq.run_lm")
 
@@ -103,6 +103,7 @@ def main(argv=None) -> dict:
     parser = HfArgumentParser((LMArguments, TrainingArguments))
     args, training_args = parser.parse_args_into_dataclasses(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    log_to_file(training_args.output_dir, training_args.get_process_log_level())  # transformers' details
     set_seed(training_args.seed)
 
     tokenizer = load_tokenizer(args.tokenizer_name_or_path)

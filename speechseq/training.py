@@ -54,9 +54,44 @@ from .processing_speechseq import SpeechSeqProcessor
 from .tokenization_speechseq import load_tokenizer, special_token_ids, train_tokenizer
 
 __all__ = ["ModelArguments", "DataArguments", "SpeechSeqTrainingArguments", "SpeechSeqTrainer", "WallClockBudget",
-           "Stage", "ProgressiveTraining", "read_stages", "main", "build_processor_and_model", "load_split"]
+           "Stage", "ProgressiveTraining", "read_stages", "main", "build_processor_and_model", "load_split",
+           "log_to_file"]  # fmt: skip
 
 logger = logging.getLogger("speechseq.training")
+_LOG_HANDLERS: list[logging.Handler] = []  # those log_to_file installed last
+
+
+def log_to_file(output_dir, level: int = logging.INFO) -> Path:
+    """Log transformers' records (its configuration and argument dumps run to thousands of lines) and speechseq's
+    details to `<output_dir>/train.log`; on the console, transformers' warnings only, beside the root logger's own
+    handler (speechseq's short progress lines) and the Trainer's progress bar. A second call (another run in the same
+    process) replaces the handlers of the first.
+
+    Returns:
+        `Path`: the log file.
+    """
+    path = Path(output_dir) / "train.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    library, root, details = transformers.utils.logging, logging.getLogger(), logging.getLogger("speechseq.details")
+    for handler in _LOG_HANDLERS:
+        library.remove_handler(handler)
+        root.removeHandler(handler)
+        details.removeHandler(handler)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    to_file, warnings = logging.FileHandler(path), logging.StreamHandler(sys.stdout)
+    to_file.setFormatter(formatter)
+    warnings.setFormatter(formatter)
+    warnings.setLevel(logging.WARNING)
+    library.disable_default_handler()  # transformers' loggers do not propagate: they have handlers of their own
+    library.add_handler(to_file)
+    library.add_handler(warnings)
+    library.set_verbosity(level)
+    root.addHandler(to_file)
+    details.propagate = False  # the file only
+    details.addHandler(to_file)
+    logging.getLogger("speechseq").setLevel(level)
+    _LOG_HANDLERS[:] = [to_file, warnings]
+    return path
 
 
 @dataclass
@@ -522,11 +557,9 @@ def main(argv=None):
                         handlers=[logging.StreamHandler(sys.stdout)])  # fmt: skip
     if training_args.should_log:  # as transformers' examples: "passive" means info on the main process
         transformers.utils.logging.set_verbosity_info()
-    level = training_args.get_process_log_level()
-    logger.setLevel(level)
-    transformers.utils.logging.set_verbosity(level)
-    logging.getLogger("speechseq").setLevel(level)
-    logger.info("training arguments %s", training_args)
+    log_file = log_to_file(training_args.output_dir, training_args.get_process_log_level())
+    logger.info("training %s; the details are logged to %s", training_args.output_dir, log_file)
+    logging.getLogger("speechseq.details").info("training arguments %s", training_args)
     set_seed(training_args.seed)
     # raw audio and text columns reach the collator, which computes features and labels
     training_args = dataclasses.replace(training_args, remove_unused_columns=False, label_names=["labels"])

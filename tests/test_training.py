@@ -86,13 +86,17 @@ def test_accelerate_launch_with_two_cpu_processes(manifest, tmp_path):
     assert pipeline("automatic-speech-recognition", model=str(out))
 
 
-def test_a_wall_clock_budget_stops_training_and_saves_the_model(manifest, tmp_path):
+def test_a_wall_clock_budget_stops_training_and_saves_the_model(manifest, tmp_path, capsys):
     out = tmp_path / "budget"
     main([*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "1000",
           "--save_steps", "1000", "--max_train_minutes", "1e-6"])  # fmt: skip
     # the budget is checked after every step: one step spends it
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 1
     assert pipeline("automatic-speech-recognition", model=str(out))
+    # the argument and configuration dumps go to the log file, not to the console
+    console, log = capsys.readouterr().out, (out / "train.log").read_text()
+    for dump in ("training arguments", "Model config SpeechSeqConfig"):
+        assert dump in log and dump not in console
 
 
 def _budget_decisions(rank, port, decisions):
