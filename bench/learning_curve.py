@@ -151,7 +151,7 @@ def main():
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     corpus = load_corpus(args.corpus_dir)
-    report = {"minutes": args.minutes, "corpus": Path(args.corpus_dir).name, "eval_utterances": args.eval_utterances,
+    report = {"minutes": args.minutes, "corpus": args.corpus_dir, "eval_utterances": args.eval_utterances,
               "seed": args.seed, "variants": {}}  # fmt: skip
     for name in args.variants:  # one at a time: two runs timing themselves on 2 cores would spoil both
         training = train_variant(args, name, work)
