@@ -324,25 +324,27 @@ class SpeechSeqEncoderLayer(GradientCheckpointingLayer):
 class ConformerConvolution(nn.Module):
     """The Conformer's convolution module (Gulati et al., 2020): pointwise conv + GLU, depthwise conv over time,
     LayerNorm or BatchNorm, Swish, pointwise conv. Padding frames are zeroed before the depthwise convolution, so an
-    utterance in a padded batch sees exactly the zeros it would see alone."""
+    utterance in a padded batch sees exactly the zeros it would see alone. The pointwise convolutions are `Linear`
+    layers (the same map), initialised as every other projection (not with the subsampling convolutions' He
+    initialisation), so that the block starts close to the identity, as the Transformer block does."""
 
     def __init__(self, config: SpeechSeqConfig):
         super().__init__()
         d, kernel = config.d_model, config.conv_kernel_size
-        self.pointwise_in = nn.Conv1d(d, 2 * d, 1)
+        self.pointwise_in = nn.Linear(d, 2 * d)
         self.depthwise = nn.Conv1d(d, d, kernel, padding=kernel // 2, groups=d)
         self.layer_norm = config.conv_norm == "layer_norm"
         self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps) if self.layer_norm else nn.BatchNorm1d(d)
-        self.pointwise_out = nn.Conv1d(d, d, 1)
+        self.pointwise_out = nn.Linear(d, d)
 
     def forward(self, x: torch.Tensor, frames: torch.Tensor | None) -> torch.Tensor:
         """x (B, T, d_model); frames (B, T) bool, True on real frames, or None without padding."""
-        x = F.glu(self.pointwise_in(x.transpose(1, 2)), dim=1)  # (B, d_model, T)
+        x = F.glu(self.pointwise_in(x), dim=-1)  # (B, T, d_model)
         if frames is not None:
-            x = x.masked_fill(~frames[:, None, :], 0.0)
-        x = self.depthwise(x)
-        x = self.norm(x.transpose(1, 2)).transpose(1, 2) if self.layer_norm else self.norm(x)
-        return self.pointwise_out(F.silu(x)).transpose(1, 2)  # (B, T, d_model)
+            x = x.masked_fill(~frames[..., None], 0.0)
+        x = self.depthwise(x.transpose(1, 2))  # (B, d_model, T)
+        x = self.norm(x.transpose(1, 2)) if self.layer_norm else self.norm(x).transpose(1, 2)  # (B, T, d_model)
+        return self.pointwise_out(F.silu(x))
 
 
 class ConformerLayer(GradientCheckpointingLayer):
