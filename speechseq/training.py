@@ -30,6 +30,7 @@ from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArgume
 from .attention_plots import AttentionPlots
 from .checkpoint_averaging import choose_checkpoints, write_average
 from .configuration_speechseq import SpeechSeqConfig
+from .data.augmentation import SpeechAugmentation
 from .data.collator import SpeechSeqDataCollator
 from .data.loaders import (
     from_hf_dataset,
@@ -150,6 +151,12 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N evaluation rows."})
     max_duration_in_seconds: float = field(default=20.0, metadata={"help": "Skip longer utterances."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for the data checks."})
+    augmentation: str | None = field(
+        default=None,
+        metadata={"help": 'JSON of waveform augmentations for the training batches (speechseq.data.augmentation), '
+                  'e.g. \'{"speed_factors": [0.9, 1.0, 1.1], "noise_probability": 0.5, "band_limit_probability": '
+                  '0.2, "reverb_probability": 0.2}\'; seeded by --seed. Audio rows only.'},
+    )
 
     def sources(self) -> list[str]:
         given = {"corpus_dir": self.corpus_dir, "assignment_root": self.assignment_root,
@@ -196,13 +203,15 @@ class SpeechSeqTrainingArguments(Seq2SeqTrainingArguments):
 
 class SpeechSeqTrainer(Seq2SeqTrainer):
     """`Seq2SeqTrainer` whose optimizer gives some parameters learning rates of their own and leaves some unchanged
-    for spans of steps.
+    for spans of steps, that may collate its training batches apart (augmented), and that logs the parts of the loss.
 
     Args:
         learning_rates (`dict[str, float]`): parameter-name prefix -> learning rate; the longest matching prefix wins,
             the others get `args.learning_rate`. The schedule (warm-up, decay) scales every rate alike.
         frozen_steps (`dict[str, list[tuple[int, int]]]`): parameter-name prefix -> spans `[first, end)` of steps
             in which those parameters are not updated.
+        train_data_collator (*optional*): the collator of the training batches, when they differ from the
+            evaluation batches (`data_collator`): waveform augmentation.
 
     A frozen parameter keeps `requires_grad`: its optimizer group's learning rate is 0 during the span (with AdamW:
     no step and no weight decay; its moments keep accumulating, and its gradient still counts in the norm that
@@ -214,10 +223,21 @@ class SpeechSeqTrainer(Seq2SeqTrainer):
     # the parts of speechseq's loss, logged beside it (means over the steps since the last log)
     LOSS_PARTS = ("attention_loss", "ctc_loss", "interctc_loss")
 
-    def __init__(self, *args, learning_rates: dict | None = None, frozen_steps: dict | None = None, **kwargs):
+    def __init__(self, *args, learning_rates: dict | None = None, frozen_steps: dict | None = None,
+                 train_data_collator=None, **kwargs):  # fmt: skip
         super().__init__(*args, **kwargs)
         self.learning_rates, self.frozen_steps = learning_rates or {}, frozen_steps or {}
+        self.train_data_collator = train_data_collator  # for the training batches alone (augmentation)
         self._loss_parts = {}
+
+    def get_train_dataloader(self):
+        if self.train_data_collator is None:
+            return super().get_train_dataloader()
+        evaluation_collator, self.data_collator = self.data_collator, self.train_data_collator
+        try:  # the dataloader keeps the collator it was built with
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = evaluation_collator
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
@@ -644,6 +664,10 @@ def main(argv=None):
                              "add --decoder_lm_path")
         for name in model.decoder_lm_parameter_names():
             frozen_steps.setdefault(name, []).append((0, training_args.freeze_decoder_steps))
+    train_collator = None
+    if data_args.augmentation:
+        augmentation = SpeechAugmentation(**json.loads(data_args.augmentation))
+        train_collator = SpeechSeqDataCollator(processor, augmentation=augmentation, seed=training_args.seed)
     if training_args.average_checkpoints:
         limit, count = training_args.save_total_limit, training_args.average_checkpoints
         if training_args.save_strategy == "no" or (limit is not None and limit < count):
@@ -660,6 +684,7 @@ def main(argv=None):
         callbacks=callbacks,
         learning_rates=json.loads(training_args.learning_rates) if training_args.learning_rates else None,
         frozen_steps=frozen_steps,
+        train_data_collator=train_collator,
     )
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint)

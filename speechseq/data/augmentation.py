@@ -1,0 +1,111 @@
+"""Waveform augmentation for unseen voices and channels, on the fly in the training collator only.
+
+Each is off unless asked for, and each draws from a generator seeded per batch, so a seed gives the same augmented
+batches again:
+- speed perturbation (Ko et al., 2015, Kaldi's 0.9 / 1.0 / 1.1): resampling, which changes tempo and pitch (and so
+  the apparent vocal tract) together; the only one that changes an utterance's length;
+- additive noise at a random signal-to-noise ratio: white or pink (1/f) noise, made here (no noise corpus ships);
+- band-limiting: a telephone channel (300-3400 Hz) or a 7 kHz wide-band codec, as an FFT brick-wall filter;
+- reverberation: a synthetic room (exponentially decaying noise, RT60 0.2-0.7 s, after a direct path), the tail cut
+  at the utterance's end.
+
+Written here rather than taken from torchaudio or audiomentations: torchaudio cannot be installed beside torch 2.13
+on these machines, and the four transforms are a few lines of numpy and soxr each.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import soxr
+
+__all__ = ["SpeechAugmentation"]
+
+SAMPLING_RATE = 16000
+BANDS = {"telephone": (300.0, 3400.0), "wideband": (50.0, 7000.0)}
+
+
+@dataclass(frozen=True)
+class SpeechAugmentation:
+    """What to do to each training waveform (16 kHz, float). Probabilities are per utterance.
+
+    Args:
+        speed_factors (`tuple[float, ...]`, defaults to `()`): one is drawn per utterance (1.0 leaves it); Kaldi's
+            recipes use `(0.9, 1.0, 1.1)`.
+        noise_probability (`float`, defaults to 0): how often noise is added.
+        noise_snr_db (`tuple[float, float]`, defaults to `(10, 30)`): the range its signal-to-noise ratio is drawn from.
+        band_limit_probability (`float`, defaults to 0): how often a channel's band (`"telephone"` or `"wideband"`,
+            equally likely) is imposed.
+        reverb_probability (`float`, defaults to 0): how often the utterance is reverberated.
+    """
+
+    speed_factors: tuple[float, ...] = ()
+    noise_probability: float = 0.0
+    noise_snr_db: tuple[float, float] = (10.0, 30.0)
+    band_limit_probability: float = 0.0
+    reverb_probability: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "speed_factors", tuple(float(f) for f in self.speed_factors))
+        object.__setattr__(self, "noise_snr_db", tuple(float(x) for x in self.noise_snr_db))
+        if any(not 0.5 <= f <= 2.0 for f in self.speed_factors):
+            raise ValueError(f"speed_factors must lie in [0.5, 2], got {self.speed_factors}")
+        for name in ("noise_probability", "band_limit_probability", "reverb_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if len(self.noise_snr_db) != 2 or self.noise_snr_db[0] > self.noise_snr_db[1]:
+            raise ValueError(f"noise_snr_db must be (low, high) with low <= high, got {self.noise_snr_db}")
+
+    def __call__(self, waveform: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One augmented copy of `waveform` (1-D float32, 16 kHz): finite, as long as the input but for speed."""
+        x = np.asarray(waveform, dtype=np.float32)
+        if self.speed_factors:
+            x = speed_perturb(x, rng.choice(self.speed_factors))
+        if rng.random() < self.reverb_probability:
+            x = reverberate(x, rng)
+        if rng.random() < self.band_limit_probability:
+            x = band_limit(x, *BANDS[rng.choice(list(BANDS))])
+        if rng.random() < self.noise_probability:
+            x = add_noise(x, rng.uniform(*self.noise_snr_db), rng)
+        return np.nan_to_num(x).astype(np.float32)
+
+
+def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:
+    """Play `x` `factor` times faster: resampled as if recorded at 16 kHz x factor (tempo and pitch both move)."""
+    if factor == 1.0:
+        return x
+    return soxr.resample(x, SAMPLING_RATE * factor, SAMPLING_RATE).astype(np.float32)
+
+
+def add_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """`x` plus white or pink noise at `snr_db` below its mean power."""
+    noise = rng.standard_normal(len(x))
+    if rng.random() < 0.5:  # pink: white noise shaped by 1/sqrt(f) in amplitude
+        spectrum = np.fft.rfft(noise)
+        spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
+        noise = np.fft.irfft(spectrum, n=len(x))
+    signal_power, noise_power = np.mean(x.astype(np.float64) ** 2), np.mean(noise**2)
+    if signal_power == 0 or noise_power == 0:
+        return x
+    scale = np.sqrt(signal_power / (noise_power * 10 ** (snr_db / 10)))
+    return (x + scale * noise).astype(np.float32)
+
+
+def band_limit(x: np.ndarray, low_hz: float, high_hz: float) -> np.ndarray:
+    """`x` with everything outside [low_hz, high_hz] removed."""
+    spectrum = np.fft.rfft(x)
+    frequencies = np.fft.rfftfreq(len(x), 1 / SAMPLING_RATE)
+    spectrum[(frequencies < low_hz) | (frequencies > high_hz)] = 0
+    return np.fft.irfft(spectrum, n=len(x)).astype(np.float32)
+
+
+def reverberate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`x` in a synthetic room: a direct path, then exponentially decaying noise with RT60 drawn from 0.2-0.7 s,
+    cut at the utterance's end and scaled to the input's peak."""
+    rt60 = rng.uniform(0.2, 0.7)
+    t = np.arange(int(rt60 * SAMPLING_RATE)) / SAMPLING_RATE
+    response = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
+    response[0] = 1.0 / 0.3  # the direct path dominates the early reflections
+    size = len(x) + len(response) - 1
+    wet = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(response, size), n=size)[: len(x)]
+    peak = np.max(np.abs(wet))
+    return (wet * (np.max(np.abs(x)) / peak) if peak > 0 else wet).astype(np.float32)

@@ -1,0 +1,87 @@
+"""Waveform augmentation: what each transform does, seeded, training batches only."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import Seq2SeqTrainingArguments
+
+from speechseq.data import SpeechSeqDataCollator
+from speechseq.data.augmentation import SpeechAugmentation, add_noise, band_limit, reverberate, speed_perturb
+from speechseq.training import SpeechSeqTrainer, main
+
+from conftest import signals_dataset, tiny_model
+from test_training import ARGS, data_args, manifest  # noqa: F401  (the manifest fixture)
+
+EVERYTHING = SpeechAugmentation(speed_factors=(0.9, 1.0, 1.1), noise_probability=1.0, band_limit_probability=0.5,
+                                reverb_probability=0.5)  # fmt: skip
+
+
+def power_outside(x, low, high):
+    spectrum = np.abs(np.fft.rfft(x)) ** 2
+    frequencies = np.fft.rfftfreq(len(x), 1 / 16000)
+    return spectrum[(frequencies < low) | (frequencies > high)].sum() / spectrum.sum()
+
+
+def test_each_transform_keeps_the_length_but_speed_and_does_what_it_says(signals):
+    x, rng = signals[1], np.random.default_rng(0)
+    assert len(speed_perturb(x, 1.1)) == pytest.approx(len(x) / 1.1, abs=2)
+    assert len(speed_perturb(x, 0.9)) == pytest.approx(len(x) / 0.9, abs=2)
+    telephone = band_limit(x, 300, 3400)
+    assert len(telephone) == len(x) and power_outside(telephone, 300, 3400) < 1e-10 < power_outside(x, 300, 3400)
+    for snr in (5.0, 20.0):
+        noisy = add_noise(x, snr, rng)
+        measured = 10 * np.log10(np.mean(x.astype(np.float64) ** 2) / np.mean((noisy - x).astype(np.float64) ** 2))
+        assert len(noisy) == len(x) and measured == pytest.approx(snr, abs=0.1)
+    wet = reverberate(x, rng)
+    assert len(wet) == len(x) and np.max(np.abs(wet)) == pytest.approx(np.max(np.abs(x)), rel=1e-4)
+    assert np.corrcoef(wet, x)[0, 1] < 0.99  # smeared in time
+    for _ in range(20):  # all of them at once, any draw: finite
+        assert np.isfinite(EVERYTHING(x, rng)).all()
+    assert np.array_equal(SpeechAugmentation()(x, rng), x)
+
+
+def test_the_collator_augments_the_same_way_for_a_seed(processor, signals):
+    rows = list(signals_dataset(signals))
+    features = [SpeechSeqDataCollator(processor, augmentation=EVERYTHING, seed=seed)(rows)["input_features"]
+                for seed in (0, 0, 1)]  # fmt: skip
+    plain = SpeechSeqDataCollator(processor)(rows)["input_features"]
+    assert torch.equal(features[0], features[1])
+    assert not torch.equal(features[0], features[2])
+    assert features[0].shape != plain.shape or not torch.allclose(features[0], plain)
+    assert torch.isfinite(features[0]).all()
+
+
+def test_only_the_training_batches_are_augmented(processor, tokenizer, signals, tmp_path):
+    dataset = signals_dataset(signals[:1], ["hello world"])
+    plain = SpeechSeqDataCollator(processor)
+    trainer = SpeechSeqTrainer(
+        model=tiny_model(tokenizer), args=Seq2SeqTrainingArguments(tmp_path, per_device_train_batch_size=1,
+        per_device_eval_batch_size=1, use_cpu=True, report_to="none", remove_unused_columns=False),
+        train_dataset=dataset, eval_dataset=dataset, data_collator=plain,
+        train_data_collator=SpeechSeqDataCollator(processor, augmentation=SpeechAugmentation(noise_probability=1.0)),
+    )  # fmt: skip
+    expected = plain(list(dataset))["input_features"]
+    assert torch.equal(next(iter(trainer.get_eval_dataloader()))["input_features"], expected)
+    assert not torch.allclose(next(iter(trainer.get_train_dataloader()))["input_features"], expected)
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [(dict(speed_factors=(0.3,)), "speed_factors"), (dict(noise_probability=1.5), "noise_probability"),
+     (dict(noise_snr_db=(30, 10)), "noise_snr_db"), (dict(reverb_probability=-0.1), "reverb_probability")],
+)  # fmt: skip
+def test_bad_options_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        SpeechAugmentation(**options)
+
+
+def test_training_with_augmentation(manifest, tmp_path):  # noqa: F811
+    out = tmp_path / "augmented"
+    augmentation = {"speed_factors": [0.9, 1.1], "noise_probability": 0.5, "band_limit_probability": 0.5,
+                    "reverb_probability": 0.5}  # fmt: skip
+    main([*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "4", "--save_steps",
+          "1000", "--logging_steps", "2", "--augmentation", json.dumps(augmentation)])  # fmt: skip
+    losses = [e["loss"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    assert len(losses) == 2 and all(np.isfinite(losses))
