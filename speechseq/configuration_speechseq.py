@@ -23,6 +23,17 @@ SUBSAMPLING_CONVS = {
 # Named shapes for `SpeechSeqConfig.from_preset`. "small" is ESPnet's LibriSpeech-100 Transformer (12 x 2048 encoder)
 # with a slimmer decoder feed-forward, so that it stays under the assignment's 30M-parameter limit with every one of
 # its vocabularies (characters, BPE 1k, 5k and 10k: 22.5M to 27.6M parameters), and a lighter conv front end.
+_SMALL = dict(
+    d_model=256,
+    encoder_layers=12,
+    decoder_layers=6,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=2048,
+    decoder_ffn_dim=1024,
+    subsampling_channels=64,  # 256 made the front end cost as much as the 12 encoder layers on a CPU
+    dropout=0.1,
+)
 PRESETS = {
     "tiny": dict(
         d_model=64,
@@ -35,36 +46,12 @@ PRESETS = {
         subsampling_channels=32,
         dropout=0.0,
     ),
-    "small": dict(
-        d_model=256,
-        encoder_layers=12,
-        decoder_layers=6,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=2048,
-        decoder_ffn_dim=1024,
-        subsampling_channels=64,  # 256 made the front end cost as much as the 12 encoder layers on a CPU
-        dropout=0.1,
-    ),
+    "small": _SMALL,
     # ESPnet's LibriSpeech-100 Conformer shape (12 blocks, d 256, kernel 31, ffn 1024) with InterCTC at the middle
     # block and self-conditioning (Nozaki & Komatsu, 2021): 25.0M parameters with characters, 28.8M with BPE 5k
     # (over 30M from about 7k tokens: self-conditioning maps the vocabulary back to d_model).
-    "small-conformer": dict(
-        d_model=256,
-        encoder_layers=12,
-        decoder_layers=6,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=1024,
-        decoder_ffn_dim=1024,
-        subsampling_channels=64,
-        dropout=0.1,
-        encoder_block="conformer",
-        conv_kernel_size=31,
-        interctc_layers=[6],
-        interctc_weight=0.3,
-        self_conditioning=True,
-    ),
+    "small-conformer": {**_SMALL, "encoder_ffn_dim": 1024, "encoder_block": "conformer", "conv_kernel_size": 31,
+                        "interctc_layers": [6], "interctc_weight": 0.3, "self_conditioning": True},
 }
 
 # Language models for `SpeechSeqLMConfig.from_preset`: the decoders of the ASR presets, standing alone.

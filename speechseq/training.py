@@ -78,6 +78,7 @@ def log_to_file(output_dir, level: int = logging.INFO) -> Path:
         library.remove_handler(handler)
         root.removeHandler(handler)
         details.removeHandler(handler)
+        handler.close()
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     to_file, warnings = logging.FileHandler(path), logging.StreamHandler(sys.stdout)
     to_file.setFormatter(formatter)
