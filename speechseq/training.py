@@ -12,6 +12,7 @@ file. It runs as it is on one CPU, and under `accelerate launch` on many process
 """
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -25,13 +26,17 @@ import numpy as np
 import torch
 import transformers
 from datasets import Dataset, load_dataset
+from torch.utils.data import DataLoader
 from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
+from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import seed_worker
 
 from .attention_plots import AttentionPlots
 from .checkpoint_averaging import choose_checkpoints, write_average
 from .configuration_speechseq import SpeechSeqConfig
 from .data.augmentation import SpeechAugmentation
 from .data.collator import SpeechSeqDataCollator
+from .data.sampler import FrameBudgetBatchSampler
 from .data.loaders import (
     from_hf_dataset,
     load_assignment_split,
@@ -169,8 +174,9 @@ class DataArguments:
 class SpeechSeqTrainingArguments(Seq2SeqTrainingArguments):
     max_train_minutes: float | None = field(
         default=None,
-        metadata={"help": "Stop training after this many wall-clock minutes of this run, then save as at the end "
-                  "(for equal-time comparisons; --max_steps still sets the learning-rate schedule)."},
+        metadata={"help": "Stop training after this many wall-clock minutes of training (a resumed run counts "
+                  "the minutes before its checkpoint), then save as at the end (for equal-time comparisons; "
+                  "--max_steps still sets the learning-rate schedule unless --schedule_by_time)."},
     )
     learning_rates: str | None = field(
         default=None,
@@ -195,6 +201,23 @@ class SpeechSeqTrainingArguments(Seq2SeqTrainingArguments):
     )
     attention_plot_layer: int = field(default=-1, metadata={"help": "Decoder layer to plot (negative: from the end)."})
     attention_plot_head: int = field(default=-1, metadata={"help": "Head to plot; -1 plots the mean of the heads."})
+    schedule_by_time: bool = field(
+        default=False,
+        metadata={"help": "With --max_train_minutes: run the learning-rate schedule (warm-up, decay) over the "
+                  "budget's minutes rather than --max_steps, so that it ends as the budget does on any machine; "
+                  "--max_steps then only caps the steps and sets the schedule's resolution."},
+    )
+    max_frames_per_batch: int | None = field(
+        default=None,
+        metadata={"help": "Batch the training utterances by padded frames (10 ms each, per device) instead of "
+                  "--per_device_train_batch_size: many short utterances or few long ones to a batch, every step "
+                  "about the same cost (ESPnet's batch_bins, fairseq's max_tokens)."},
+    )
+    sortagrad: bool = field(
+        default=False,
+        metadata={"help": "With --max_frames_per_batch: the first epoch's batches shortest first (SortaGrad, Deep "
+                  "Speech 2), later epochs shuffled."},
+    )
     average_checkpoints: int = field(
         default=0,
         metadata={"help": "At the end of training, save the mean of the last N checkpoints (speechseq-average) as "
@@ -232,6 +255,8 @@ class SpeechSeqTrainer(Seq2SeqTrainer):
         self._loss_parts = {}
 
     def get_train_dataloader(self):
+        if getattr(self.args, "max_frames_per_batch", None):  # also under plain Seq2SeqTrainingArguments
+            return self._frame_budget_dataloader()
         if self.train_data_collator is None:
             return super().get_train_dataloader()
         evaluation_collator, self.data_collator = self.data_collator, self.train_data_collator
@@ -239,6 +264,30 @@ class SpeechSeqTrainer(Seq2SeqTrainer):
             return super().get_train_dataloader()
         finally:
             self.data_collator = evaluation_collator
+
+    def _frame_budget_dataloader(self) -> DataLoader:
+        """The training batches of `--max_frames_per_batch`: a [`FrameBudgetBatchSampler`] over the dataset's length
+        column, split between processes by Accelerate as the Trainer's own batches are."""
+        args = self.args
+        if args.length_column_name not in self.train_dataset.column_names:
+            raise ValueError(f"--max_frames_per_batch needs the frames of each utterance in the column "
+                             f"{args.length_column_name!r} (prepare_dataset adds 'length')")  # fmt: skip
+        sampler = FrameBudgetBatchSampler(
+            self.train_dataset[args.length_column_name], args.max_frames_per_batch,
+            seed=args.seed if args.data_seed is None else args.data_seed, sortagrad=args.sortagrad,
+        )  # fmt: skip
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.train_data_collator or self.data_collator,
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers,
+            prefetch_factor=args.dataloader_prefetch_factor,
+            worker_init_fn=functools.partial(seed_worker, num_workers=args.dataloader_num_workers,
+                                             rank=args.process_index),  # fmt: skip
+        )
+        return self.accelerator.prepare(loader)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
@@ -292,6 +341,15 @@ class SpeechSeqTrainer(Seq2SeqTrainer):
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         scheduler = super().create_scheduler(num_training_steps, optimizer)
         groups = scheduler.optimizer.param_groups
+        if getattr(self.args, "schedule_by_time", False):
+            budgets = [cb for cb in self.callback_handler.callbacks if isinstance(cb, WallClockBudget)]
+            if not budgets or not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                raise ValueError(f"--schedule_by_time runs a LambdaLR schedule (not --lr_scheduler_type "
+                                 f"{self.args.lr_scheduler_type}) on the clock of --max_train_minutes: give both")
+            scheduler.lr_lambdas = [_on_the_clock(budgets[0], num_training_steps, schedule)
+                                    for schedule in scheduler.lr_lambdas]  # fmt: skip
+            for group, base, schedule in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base * schedule(scheduler.last_epoch)
         if any(group.get("frozen_steps") for group in groups):
             if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
                 raise ValueError(f"frozen steps need a LambdaLR schedule, not --lr_scheduler_type "
@@ -435,25 +493,54 @@ def set_dropout(model, p: float) -> None:
     model.config.dropout = p
 
 
-class WallClockBudget(TrainerCallback):
-    """Ends training once `minutes` of wall-clock time have passed since training began in this process. Under
-    several processes the main process's clock decides and the others follow, so that all stop at the same step."""
+class WallClockBudget(TrainerCallback, ExportableState):
+    """Ends training once `minutes` of wall-clock training time have passed, counted across resumes: the time spent
+    is saved in each checkpoint's `trainer_state.json`, so a killed run resumed from its checkpoint spends only
+    what was left (less the time between that checkpoint and the kill). Under several processes the main process's
+    clock decides and the others follow, so that all stop at the same step and see the same schedule.
+
+    With `schedule_by_time` ([`SpeechSeqTrainer`]), the learning-rate schedule runs on this clock: `progress` is the
+    fraction of the budget spent before the current step."""
 
     def __init__(self, minutes: float):
         self.seconds = 60 * minutes
-        self.began = None
+        self.spent = 0.0  # seconds of training before the current step, earlier runs of a resumed one included
+        self._before, self._began = 0.0, None
+
+    def state(self) -> dict:
+        return {"args": {"minutes": self.seconds / 60}, "attributes": {"spent": self.spent}}
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.spent / self.seconds)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.began = time.monotonic()
+        # a resumed state holds what the checkpoint saved; a fresh one holds this callback's own state (0 spent)
+        saved = state.stateful_callbacks.get(type(self).__name__) if state is not None else None
+        self._before = self.spent = saved["attributes"]["spent"] if isinstance(saved, dict) else 0.0
+        if state is not None:  # a checkpoint of a run that had no budget lacks the entry the Trainer updates
+            state.stateful_callbacks.setdefault(type(self).__name__, self.state())
+        self._began = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
-        spent = [time.monotonic() - self.began >= self.seconds]
+        spent = [self._before + time.monotonic() - self._began]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.broadcast_object_list(spent, src=0)
-        if spent[0]:
+        self.spent = spent[0]
+        if self.spent >= self.seconds:
             logger.info("stopping at step %d: the %.1f-minute budget is spent", state.global_step, self.seconds / 60)
             control.should_training_stop = True
         return control
+
+
+def _on_the_clock(budget: WallClockBudget, num_training_steps: int, schedule: Callable[[int], float]):
+    """A step schedule driven by the budget's clock: at a fraction f of the budget it is where step f x
+    `num_training_steps` would be."""
+
+    def factor(step: int) -> float:
+        return schedule(round(budget.progress * num_training_steps))
+
+    return factor
 
 
 def load_split(data: DataArguments, split: str, manifest: str | None = None) -> Dataset:
@@ -669,6 +756,11 @@ def main(argv=None):
     if data_args.augmentation:
         augmentation = SpeechAugmentation(**json.loads(data_args.augmentation))
         train_collator = SpeechSeqDataCollator(processor, augmentation=augmentation, seed=training_args.seed)
+    if training_args.schedule_by_time and not training_args.max_train_minutes:
+        raise ValueError("--schedule_by_time runs the learning-rate schedule on the clock of --max_train_minutes: "
+                         "add it")
+    if training_args.sortagrad and not training_args.max_frames_per_batch:
+        raise ValueError("--sortagrad orders the batches of --max_frames_per_batch: add it")
     if training_args.average_checkpoints:
         limit, count = training_args.save_total_limit, training_args.average_checkpoints
         if training_args.save_strategy == "no" or (limit is not None and limit < count):

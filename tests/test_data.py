@@ -19,6 +19,7 @@ from speechseq.data import (
     load_manifest,
     prepare_dataset,
 )
+from speechseq.data.sampler import FrameBudgetBatchSampler
 from speechseq.modeling_speechseq import spec_augment
 
 from conftest import TRANSCRIPTS, tiny_model
@@ -163,3 +164,37 @@ def test_spec_augment_frequency_masks_leave_waveform_samples_alone(tokenizer):
     masked = spec_augment(torch.randn(4, 200, 160) + 5, lengths, waveform_only.config)
     zeroed = masked == 0
     assert (zeroed.all(-1) | ~zeroed.any(-1)).all()  # time masks only: whole frames or nothing
+
+
+def test_frame_budget_batches_cover_every_utterance_within_the_budget():
+    lengths = np.random.default_rng(0).integers(50, 900, size=300)
+    sampler = FrameBudgetBatchSampler(lengths, max_frames=2000, seed=3)
+    epochs = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler)
+        assert sorted(i for batch in batches for i in batch) == list(range(300))  # each once
+        assert all(len(batch) * max(lengths[batch]) <= 2000 for batch in batches)
+        epochs.append(batches)
+    assert epochs[0] != epochs[1]  # shuffled again each epoch ...
+    assert sorted(map(tuple, epochs[0])) == sorted(map(tuple, epochs[1]))  # ... the same batches
+    sampler.set_epoch(1)
+    assert list(sampler) == epochs[1]  # and the same order for the same epoch (a resumed run)
+    # short utterances many to a batch, long ones few
+    sizes = {len(batch): max(lengths[batch]) for batch in epochs[0]}
+    assert max(sizes) >= 20 and sizes[min(sizes)] > 600
+
+
+def test_sortagrad_goes_shortest_first_in_the_first_epoch_only():
+    lengths = np.random.default_rng(1).integers(50, 900, size=100)
+    sampler = FrameBudgetBatchSampler(lengths, max_frames=1500, seed=0, sortagrad=True)
+    first = [max(lengths[batch]) for batch in sampler]
+    assert first == sorted(first)
+    sampler.set_epoch(1)
+    assert [max(lengths[batch]) for batch in sampler] != first
+
+
+def test_an_utterance_longer_than_the_frame_budget_is_named():
+    with pytest.raises(ValueError, match="utterance 2 has 900 frames, more than max_frames 800"):
+        FrameBudgetBatchSampler([100, 200, 900], max_frames=800)

@@ -105,7 +105,7 @@ def _budget_decisions(rank, port, decisions):
         budget = WallClockBudget(minutes=1.0)
         budget.on_train_begin(None, None, None)
         if rank == spent_on:
-            budget.began -= 120
+            budget._began -= 120
         control = budget.on_step_end(None, TrainerState(), TrainerControl())
         decisions[(spent_on, rank)] = control.should_training_stop
     torch.distributed.destroy_process_group()
@@ -122,6 +122,42 @@ def test_a_wall_clock_budget_stops_every_process_at_the_same_step():
         decisions = dict(decisions)
     # the main process's clock decides for all
     assert decisions == {(0, 0): True, (0, 1): True, (1, 0): False, (1, 1): False}
+
+
+def test_a_resumed_run_spends_only_what_its_checkpoint_left_of_the_budget():
+    def first_step(saved_seconds):
+        budget = WallClockBudget(minutes=1.0)
+        state = TrainerState(stateful_callbacks=[budget])  # what a fresh run starts from
+        if saved_seconds is not None:  # what a checkpoint's trainer_state.json gives back
+            state = TrainerState(stateful_callbacks={"WallClockBudget": {"args": {"minutes": 1.0},
+                                                                         "attributes": {"spent": saved_seconds}}})
+        budget.on_train_begin(None, state, None)
+        return budget.on_step_end(None, state, TrainerControl()).should_training_stop, budget
+
+    assert first_step(None)[0] is False
+    stopped, budget = first_step(45.0)
+    assert not stopped and 0.75 <= budget.progress < 0.8 and budget.state()["attributes"]["spent"] >= 45
+    assert first_step(61.0)[0] is True
+
+
+def _logged_learning_rates(out) -> list[float]:
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    return [entry["learning_rate"] for entry in history if "learning_rate" in entry]
+
+
+def test_a_schedule_by_time_decays_over_the_budget_whatever_max_steps_says(manifest, tmp_path):
+    # cosine over 100000 steps: by steps, a 3-second run never leaves the top; by the clock, it ends near zero
+    command = [*data_args(manifest), *ARGS, "--do_train", "--max_steps", "100000", "--save_strategy", "no",
+               "--lr_scheduler_type", "cosine", "--max_train_minutes", "0.05", "--logging_steps", "1"]  # fmt: skip
+    main([*command, "--output_dir", str(tmp_path / "steps")])
+    main([*command, "--output_dir", str(tmp_path / "time"), "--schedule_by_time"])
+    by_steps, by_time = _logged_learning_rates(tmp_path / "steps"), _logged_learning_rates(tmp_path / "time")
+    assert len(by_time) > 5 and min(by_steps) > 0.99 * 3e-3
+    assert by_time[0] > 0.9 * 3e-3 and by_time[-1] < 0.1 * 3e-3
+    assert all(a >= b for a, b in zip(by_time, by_time[1:]))  # cosine: only down
+    with pytest.raises(ValueError, match="--schedule_by_time runs the learning-rate schedule on the clock"):
+        main([*data_args(manifest), *ARGS, "--output_dir", str(tmp_path / "bad"), "--do_train", "--max_steps", "1",
+              "--schedule_by_time"])  # fmt: skip
 
 
 def test_bf16_on_the_cpu(manifest, tmp_path):
@@ -375,3 +411,22 @@ def test_conformer_with_interctc_logs_each_loss_and_averages_its_last_checkpoint
     with pytest.raises(ValueError, match="save_total_limit of at least 3"):
         main([*data_args(manifest), *ARGS, "--output_dir", str(tmp_path / "too_few"), "--do_train", "--max_steps",
               "2", "--save_total_limit", "2", "--average_checkpoints", "3"])  # fmt: skip
+
+
+@pytest.mark.parametrize("max_frames, steps", [(300, 6), (250, 8)])
+def test_batches_by_frames_make_the_steps_of_an_epoch(manifest, tmp_path, max_frames, steps):
+    # sixteen 1-second utterances (100 frames each): 3 to a batch in 300 frames (6 batches), 2 in 250 (8)
+    out = tmp_path / "frames"
+    main([*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--num_train_epochs", "1",
+          "--save_strategy", "no", "--max_frames_per_batch", str(max_frames), "--sortagrad",
+          "--length_column_name", "length"])  # fmt: skip
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == steps
+
+
+def test_frame_batching_errors_name_the_problem(manifest, tmp_path):
+    with pytest.raises(ValueError, match=r"utterance \d+ has \d+ frames, more than max_frames 50"):
+        main([*data_args(manifest), *ARGS, "--output_dir", str(tmp_path / "small"), "--do_train", "--max_steps",
+              "1", "--max_frames_per_batch", "50"])  # fmt: skip
+    with pytest.raises(ValueError, match="--sortagrad orders the batches of --max_frames_per_batch"):
+        main([*data_args(manifest), *ARGS, "--output_dir", str(tmp_path / "sorta"), "--do_train", "--max_steps",
+              "1", "--sortagrad"])  # fmt: skip
