@@ -3,10 +3,10 @@
     python bench/learning_curve.py --corpus_dir demo/corpus --work_dir bench/work/curve --minutes 8 \\
         --variants transformer conformer conformer+interctc
 
-Each variant is the demo's model (`examples/demo.py` MODEL, without its progressive schedule) with one change, and
-trains in a process of its own with the demo's flags. Its cosine schedule is sized to the steps it can take in
-`--minutes`: a short probe run measures its time per step first. It saves a checkpoint at `--marks` evenly spaced
-points of its steps; afterwards (not counted in the budget) each checkpoint decodes the first `--eval_utterances` of
+Each variant is the demo's model of 2026-12-01 (MODEL below: d_model 144, 6 + 2 layers, rotary, CTC weight 0.6)
+with one change, and trains in a process of its own with the demo's flags for `--minutes`, its cosine schedule (10% warm-up) on the
+budget's clock (`--schedule_by_time`), so that every variant ends its schedule as its budget ends. A short probe
+run times its steps first, to save a checkpoint at `--marks` evenly spaced points; afterwards (not counted in the budget) each checkpoint decodes the first `--eval_utterances` of
 `dev` and `test_unseen` with the CTC head alone. A checkpoint's minute is its step times the run's mean time per
 step. Writes `bench/results/learning_curve.json` and the plot `bench/results/learning_curve.png` (`test_unseen`
 solid, `dev` dashed). Tune on `dev`; `test_unseen` is the report.
@@ -33,11 +33,12 @@ from speechseq.evaluation import error_rates, transcribe  # noqa: E402
 
 from common import builtin_generate, run_process, write_results  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
-from demo import MODEL  # noqa: E402
-
 logger = logging.getLogger("bench.learning_curve")
 
+# The demo's model of 2026-12-01 (`examples/demo.py` has since taken FRONT_32), the base every variant changes
+MODEL = {"d_model": 144, "encoder_layers": 6, "decoder_layers": 2, "encoder_ffn_dim": 576, "decoder_ffn_dim": 576,
+         "subsampling": "conv2d", "subsampling_channels": 64, "ctc_weight": 0.6, "dropout": 0.05,
+         "position_embedding": "rotary"}  # fmt: skip
 CONFORMER = {"encoder_block": "conformer", "conv_kernel_size": 15}
 INTERCTC = {"interctc_layers": [3], "interctc_weight": 0.3, "self_conditioning": True}
 # Kaldi's speed perturbation, and the channels and noise of speech from outside the corpus
@@ -56,8 +57,17 @@ class Variant:
     learning_rate: float = 1e-3
 
 
+# a cheaper front end: the second 3x3 convolution of 64 maps was a third of the demo model's training step
+FRONT_32 = {"subsampling_channels": 32}
+
 VARIANTS = {
     "transformer": Variant(),
+    "transformer+front32": Variant(config=FRONT_32),
+    "transformer+front32+no_dropout": Variant(config={**FRONT_32, "dropout": 0.0}),
+    "transformer+front32+augmentation": Variant(config=FRONT_32, flags=AUGMENTATION),
+    "transformer+front32+batch8": Variant(config=FRONT_32, flags=("--per_device_train_batch_size", "8")),
+    # as many frames a batch as 16 utterances of the demo corpus with their padding, shortest first at first
+    "transformer+front32+frames": Variant(config=FRONT_32, flags=("--max_frames_per_batch", "4600", "--sortagrad")),
     "conformer": Variant(config=CONFORMER),
     "transformer+interctc": Variant(config=INTERCTC),
     "conformer+interctc": Variant(config={**CONFORMER, **INTERCTC}),
@@ -74,29 +84,37 @@ def training_command(args, variant: str, output_dir: Path, max_steps: int, save_
         "--architecture", v.architecture, "--preset", "small", "--config_overrides", json.dumps({**MODEL, **v.config}),
         "--spec_augment_freq_masks", "0", "--spec_augment_time_masks", "0", "--do_train",
         "--max_steps", str(max_steps), "--max_train_minutes", str(args.minutes), "--per_device_train_batch_size", "16",
-        "--learning_rate", str(args.learning_rate or v.learning_rate), "--warmup_steps", str(max(1, max_steps // 10)),
-        "--lr_scheduler_type", "cosine", "--weight_decay", "0.01", "--save_steps", str(save_steps),
+        "--learning_rate", str(args.learning_rate or v.learning_rate), "--warmup_steps", "0.1",
+        "--lr_scheduler_type", "cosine", "--schedule_by_time", "--weight_decay", "0.01", "--save_steps", str(save_steps),
         "--logging_steps", "25", "--report_to", "none", "--seed", str(args.seed),
         "--train_sampling_strategy", "group_by_length", "--length_column_name", "length",
         "--dataloader_num_workers", "1", "--dataloader_persistent_workers", *v.flags,
     ]  # fmt: skip
 
 
-def seconds_per_step(output_dir: Path) -> float:
+def train_runtime(output_dir: Path) -> tuple[float, int]:
+    """A finished run's training seconds (the Trainer's `train_runtime`) and steps."""
     state = json.loads((output_dir / "trainer_state.json").read_text())
     runtime = next(entry["train_runtime"] for entry in reversed(state["log_history"]) if "train_runtime" in entry)
-    return runtime / state["global_step"]
+    return runtime, state["global_step"]
+
+
+def seconds_per_step(output_dir: Path) -> float:
+    runtime, steps = train_runtime(output_dir)
+    return runtime / steps
 
 
 def train_variant(args, name: str, work: Path) -> dict:
-    """Probe the variant's time per step, then train it for the budget with checkpoints at the marks."""
+    """Probe the variant's time per step to space its checkpoints, then train it for the budget with its schedule
+    on the budget's clock."""
     probe_dir, run_dir = work / f"{name}-probe", work / name
     run_process(training_command(args, name, probe_dir, args.probe_steps, 10**6), work / f"{name}-probe.log")
-    # steps that fill the budget, less 3% for the checkpoint saves and the probe's warmer start
-    max_steps = max(args.marks, int(0.97 * 60 * args.minutes / seconds_per_step(probe_dir)))
-    save_steps = max(1, max_steps // args.marks)
-    logger.info("%s: %.2f s/step in the probe: %d steps, a checkpoint every %d", name, seconds_per_step(probe_dir),
-                max_steps, save_steps)  # fmt: skip
+    expected_steps = 60 * args.minutes / seconds_per_step(probe_dir)
+    save_steps = max(1, round(expected_steps / args.marks))
+    # the schedule follows the clock (--schedule_by_time), so the steps are only a cap, well above what fits
+    max_steps = max(args.marks, 3 * round(expected_steps))
+    logger.info("%s: %.2f s/step in the probe: about %d steps, a checkpoint every %d", name,
+                seconds_per_step(probe_dir), expected_steps, save_steps)  # fmt: skip
     result = run_process(training_command(args, name, run_dir, max_steps, save_steps), work / f"{name}.log")
     state = json.loads((run_dir / "trainer_state.json").read_text())
     return {**asdict(VARIANTS[name]), "learning_rate": args.learning_rate or VARIANTS[name].learning_rate,
