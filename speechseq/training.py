@@ -27,8 +27,9 @@ import torch
 import transformers
 from datasets import Dataset, load_dataset
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
-from transformers.trainer_callback import ExportableState
+from transformers.trainer_callback import ExportableState, ProgressCallback
 from transformers.trainer_utils import seed_worker
 
 from .attention_plots import AttentionPlots
@@ -533,6 +534,27 @@ class WallClockBudget(TrainerCallback, ExportableState):
         return control
 
 
+class BudgetProgressCallback(ProgressCallback):
+    """Transformers' progress bar in minutes of a [`WallClockBudget`] rather than in steps, for a run whose
+    schedule is on the clock (`--schedule_by_time`, where `--max_steps` is only a cap). Added after the budget, so
+    that it shows the time the budget has just counted."""
+
+    def __init__(self, budget: WallClockBudget):
+        super().__init__()
+        self.budget = budget
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.training_bar = tqdm(total=round(self.budget.seconds / 60, 1), unit="min", dynamic_ncols=True,
+                                     bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}{postfix}]")
+        self.current_step = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.training_bar.n = min(self.training_bar.total, round(self.budget.spent / 60, 2))
+            self.training_bar.set_postfix_str(f"step {state.global_step}")
+
+
 def _on_the_clock(budget: WallClockBudget, num_training_steps: int, schedule: Callable[[int], float]):
     """A step schedule driven by the budget's clock: at a fraction f of the budget it is where step f x
     `num_training_steps` would be."""
@@ -721,7 +743,7 @@ def main(argv=None):
 
     callbacks, frozen_steps = [], {}
     if training_args.max_train_minutes:
-        callbacks.append(WallClockBudget(training_args.max_train_minutes))
+        callbacks.append(budget := WallClockBudget(training_args.max_train_minutes))
     if training_args.progressive_schedule:
         if not isinstance(model, SpeechSeqForConditionalGeneration):
             raise ValueError("--progressive_schedule grows speechseq models only, not --architecture speech2text")
@@ -779,6 +801,9 @@ def main(argv=None):
         frozen_steps=frozen_steps,
         train_data_collator=train_collator,
     )
+    if training_args.schedule_by_time and not training_args.disable_tqdm:  # --max_steps is only a cap: show minutes
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(BudgetProgressCallback(budget))
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint)
         trainer.save_model()  # the model, and the processor through processing_class

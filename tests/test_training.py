@@ -145,12 +145,15 @@ def _logged_learning_rates(out) -> list[float]:
     return [entry["learning_rate"] for entry in history if "learning_rate" in entry]
 
 
-def test_a_schedule_by_time_decays_over_the_budget_whatever_max_steps_says(manifest, tmp_path):
+def test_a_schedule_by_time_decays_over_the_budget_whatever_max_steps_says(manifest, tmp_path, capsys):
     # cosine over 100000 steps: by steps, a 3-second run never leaves the top; by the clock, it ends near zero
     command = [*data_args(manifest), *ARGS, "--do_train", "--max_steps", "100000", "--save_strategy", "no",
                "--lr_scheduler_type", "cosine", "--max_train_minutes", "0.05", "--logging_steps", "1"]  # fmt: skip
     main([*command, "--output_dir", str(tmp_path / "steps")])
+    capsys.readouterr()
     main([*command, "--output_dir", str(tmp_path / "time"), "--schedule_by_time"])
+    bar = capsys.readouterr().err
+    assert "/0.1 min" in bar and "/100000" not in bar  # the progress bar counts the budget's minutes, not the cap
     by_steps, by_time = _logged_learning_rates(tmp_path / "steps"), _logged_learning_rates(tmp_path / "time")
     assert len(by_time) > 5 and min(by_steps) > 0.99 * 3e-3
     assert by_time[0] > 0.9 * 3e-3 and by_time[-1] < 0.1 * 3e-3
