@@ -12,11 +12,11 @@ __all__ = ["transcribe", "error_rates"]
 
 
 @torch.no_grad()
-def transcribe(model, processor, dataset, batch_size: int = 16, progress: bool = False, generate=None,
+def transcribe(model, processor, dataset, batch_size: int = 16, progress: bool | str = False, generate=None,
                **generate_kwargs):  # fmt: skip
     """Transcripts of every row of `dataset` (rows as the loaders give them: audio or filterbank) and the seconds
     spent in `generate` (`model.generate` unless another callable is given), batch by batch (features are computed
-    outside the timing).
+    outside the timing). `progress` shows a progress bar (a string: with that label).
 
     Returns:
         `(list[str], float)`: the decoded transcripts in row order, and the decoding time.
@@ -25,7 +25,8 @@ def transcribe(model, processor, dataset, batch_size: int = 16, progress: bool =
     generate = generate or model.generate
     hypotheses, seconds = [], 0.0
     starts = range(0, len(dataset), batch_size)
-    for start in tqdm(starts, desc="decoding", unit="batch", disable=not progress):
+    for start in tqdm(starts, desc=progress if isinstance(progress, str) else "decoding", unit="batch",
+                      disable=not progress):
         batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         inputs = {"input_features": batch["input_features"], "attention_mask": batch["attention_mask"]}
         began = time.perf_counter()
