@@ -178,6 +178,8 @@ def main():
         f"{seconds['training'] / 60:.1f} min of training on {torch.get_num_threads()} threads; language model "
         f"{lm_results['num_parameters'] / 1e6:.1f}M parameters, {seconds['language model'] / 60:.1f} min, held-out perplexity "
         f"{lm_results['perplexity_per_character']:.2f} per character",
+        "minutes: " + ", ".join(f"{name} {value / 60:.1f}" for name, value in seconds.items())
+        + f", in all {summary['total_wall_s'] / 60:.1f} (this script; installing is not counted)",
         "",
         "| split | decoding | CER | WER | real-time factor |",
         "|---|---|---|---|---|",
