@@ -37,7 +37,6 @@ from .checkpoint_averaging import choose_checkpoints, write_average
 from .configuration_speechseq import SpeechSeqConfig
 from .data.augmentation import SpeechAugmentation
 from .data.collator import SpeechSeqDataCollator
-from .data.sampler import FrameBudgetBatchSampler
 from .data.loaders import (
     from_hf_dataset,
     load_assignment_split,
@@ -47,6 +46,7 @@ from .data.loaders import (
     prepare_dataset,
     read_features,
 )
+from .data.sampler import FrameBudgetBatchSampler
 from .feature_extraction_speechseq import SpeechSeqFeatureExtractor
 from .metrics import load_metric
 from .modeling_speechseq import (

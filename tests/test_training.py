@@ -140,6 +140,19 @@ def test_a_resumed_run_spends_only_what_its_checkpoint_left_of_the_budget():
     assert first_step(61.0)[0] is True
 
 
+def test_the_budget_spent_travels_in_the_checkpoints_and_a_resumed_run_adds_to_it(manifest, tmp_path):
+    def spent(checkpoint) -> float:
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        return state["stateful_callbacks"]["WallClockBudget"]["attributes"]["spent"]
+
+    out = tmp_path / "resumed_budget"
+    command = [*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--save_steps", "2",
+               "--max_train_minutes", "10"]  # fmt: skip
+    main([*command, "--max_steps", "4"])
+    main([*command, "--max_steps", "6"])  # resumes from checkpoint-4
+    assert 0 < spent(out / "checkpoint-4") < spent(out / "checkpoint-6")
+
+
 def _logged_learning_rates(out) -> list[float]:
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     return [entry["learning_rate"] for entry in history if "learning_rate" in entry]
