@@ -86,6 +86,21 @@ def test_accelerate_launch_with_two_cpu_processes(manifest, tmp_path):
     assert pipeline("automatic-speech-recognition", model=str(out))
 
 
+def test_frame_batches_and_a_schedule_on_the_clock_under_two_processes(manifest, tmp_path):
+    out = tmp_path / "ddp_frames"
+    process = run_script([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT,
+                          *data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "6",
+                          "--max_frames_per_batch", "300", "--sortagrad", "--max_train_minutes", "10",
+                          "--schedule_by_time", "--save_steps", "1000", "--logging_steps", "1",
+                          "--use_cpu"])  # fmt: skip
+    log, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, log[-3000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    # 16 one-second rows, 3 to a 300-frame batch: 6 batches, 3 for each of 2 processes an epoch
+    assert state["global_step"] == 6 and state["epoch"] == 2.0
+
+
 def test_a_wall_clock_budget_stops_training_and_saves_the_model(manifest, tmp_path, capsys):
     out = tmp_path / "budget"
     main([*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "1000",
