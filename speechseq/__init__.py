@@ -24,6 +24,7 @@ from .modeling_speechseq import (
 )
 from .pipelines import SpeechSeqASRPipeline, register_pipeline
 from .processing_speechseq import SpeechSeqProcessor
+from .whisper_conversion import convert_ctranslate2_whisper
 from .tokenization_speechseq import (
     SPECIAL_TOKENS,
     load_tokenizer,
@@ -49,6 +50,7 @@ __all__ = [
     "SpeechSeqModel",
     "SpeechSeqPreTrainedModel",
     "SpeechSeqProcessor",
+    "convert_ctranslate2_whisper",
     "ctc_prefix_beam_search",
     "load_audio",
     "load_tokenizer",

@@ -2,7 +2,7 @@
 
 from transformers import PretrainedConfig
 
-__all__ = ["SpeechSeqConfig", "SpeechSeqLMConfig", "PRESETS", "LM_PRESETS", "SAMPLES_PER_FRAME"]
+__all__ = ["SpeechSeqConfig", "SpeechSeqLMConfig", "PRESETS", "LM_PRESETS", "SAMPLES_PER_FRAME", "WHISPER_ENCODERS"]
 
 # Waveform samples per filterbank frame: the feature extractor's 10 ms hop at 16 kHz. Waveform inputs reach the model
 # as (frames, SAMPLES_PER_FRAME) blocks, so that they pad, mask and batch exactly as filterbank frames do.
@@ -19,6 +19,16 @@ SUBSAMPLING_CONVS = {
     6: ((3, 2), (5, 3)),
     8: ((3, 2), (3, 2), (3, 2)),
 }
+
+# transformers' WhisperConfig fields that shape a Whisper encoder (`SpeechSeqConfig.whisper_encoder`), and their values
+# for the published checkpoints (the sizes OpenAI released; ".en" models share their multilingual twin's encoder shape)
+WHISPER_ENCODER_FIELDS = ("d_model", "encoder_layers", "encoder_attention_heads", "encoder_ffn_dim", "num_mel_bins",
+                          "max_source_positions")  # fmt: skip
+WHISPER_ENCODERS = {
+    name: dict(d_model=d, encoder_layers=layers, encoder_attention_heads=heads, encoder_ffn_dim=4 * d, num_mel_bins=80,
+               max_source_positions=1500)
+    for name, (d, layers, heads) in {"tiny": (384, 4, 6), "base": (512, 6, 8), "small": (768, 12, 12)}.items()
+}  # fmt: skip
 
 # Named shapes for `SpeechSeqConfig.from_preset`. "small" is ESPnet's LibriSpeech-100 Transformer (12 x 2048 encoder)
 # with a slimmer decoder feed-forward, so that it stays under the assignment's 30M-parameter limit with every one of
@@ -52,6 +62,14 @@ PRESETS = {
     # (over 30M from about 7k tokens: self-conditioning maps the vocabulary back to d_model).
     "small-conformer": {**_SMALL, "encoder_ffn_dim": 1024, "encoder_block": "conformer", "conv_kernel_size": 31,
                         "interctc_layers": [6], "interctc_weight": 0.3, "self_conditioning": True},
+    # A pretrained Whisper tiny encoder (d 384, 7.6M parameters), a projection to d 256, two speechseq Transformer
+    # layers and a decoder of two: at an equal budget as accurate as heads of the encoder's width, at half the step
+    # (README, "A pretrained encoder"). Its weights come from `SpeechSeqForConditionalGeneration.from_whisper`.
+    "whisper-tiny": dict(
+        d_model=256, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.1, encoder_type="whisper",
+        whisper_encoder=WHISPER_ENCODERS["tiny"], max_source_positions=1500,
+    ),  # fmt: skip
 }
 
 # Language models for `SpeechSeqLMConfig.from_preset`: the decoders of the ASR presets, standing alone.
@@ -142,6 +160,17 @@ class SpeechSeqConfig(PretrainedConfig):
         interctc_weight (`float`, defaults to 0.0): the CTC loss becomes `(1 - w) * final + w * mean(intermediate)`.
         self_conditioning (`bool`, defaults to `False`): add each intermediate CTC posterior, projected back to
             `d_model`, to the next layer's input (self-conditioned CTC, Nozaki & Komatsu, 2021); in decoding too.
+        encoder_type (`str`, defaults to `"speechseq"`): `"speechseq"`, the subsampling front end and
+            `encoder_layers` layers above, trained from scratch; or `"whisper"`, transformers' `WhisperEncoder`
+            (its 2x convolutional front end, positions and layers, pretrained: see
+            [`SpeechSeqForConditionalGeneration.from_whisper`]), run on each utterance's real length, then
+            `encoder_layers` speechseq layers (0 or more) and speechseq's CTC head and decoder. Its features are
+            Whisper's log-mels (`SpeechSeqFeatureExtractor(features="whisper")`).
+        whisper_encoder (`dict`, *optional*): for `encoder_type="whisper"`, the Whisper encoder's shape as
+            transformers' `WhisperConfig` fields: `d_model`, `encoder_layers`, `encoder_attention_heads`,
+            `encoder_ffn_dim`, `num_mel_bins` and `max_source_positions`.
+        pretrained_encoder (`str`, *optional*): where the Whisper encoder's weights came from (a record, set by
+            `from_whisper`; loading never reads it).
 
     Example:
 
@@ -211,6 +240,9 @@ class SpeechSeqConfig(PretrainedConfig):
         interctc_layers=(),
         interctc_weight=0.0,
         self_conditioning=False,
+        encoder_type="speechseq",
+        whisper_encoder=None,
+        pretrained_encoder=None,
         is_encoder_decoder=True,
         use_cache=True,
         **kwargs,
@@ -256,6 +288,9 @@ class SpeechSeqConfig(PretrainedConfig):
         self.interctc_layers = list(interctc_layers)
         self.interctc_weight = interctc_weight
         self.self_conditioning = self_conditioning
+        self.encoder_type = encoder_type
+        self.whisper_encoder = None if whisper_encoder is None else dict(whisper_encoder)
+        self.pretrained_encoder = pretrained_encoder
         self.use_cache = use_cache
         super().__init__(
             pad_token_id=pad_token_id,
@@ -284,14 +319,22 @@ class SpeechSeqConfig(PretrainedConfig):
     @property
     def min_input_frames(self) -> int:
         """The fewest filterbank frames that survive the subsampling front end (give at least one encoder frame)."""
+        if self.encoder_type == "whisper":  # padded convolutions: any length gives frames
+            return 1
         frames = 1
         for kernel, stride in reversed(SUBSAMPLING_CONVS[self.subsampling_factor]):
             frames = (frames - 1) * stride + kernel
         return frames
 
     def _validate(self):
+        if self.encoder_type not in ("speechseq", "whisper"):
+            raise ValueError(f"encoder_type must be 'speechseq' or 'whisper', got {self.encoder_type!r}")
+        if self.encoder_type == "whisper":
+            self._validate_whisper()
+        else:
+            _require_positive_ints(self, ("encoder_layers",))
         _require_positive_ints(self, (
-            "vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+            "vocab_size", "d_model", "decoder_layers", "encoder_attention_heads",
             "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "num_mel_bins", "subsampling_channels",
             "max_source_positions", "max_target_positions",
         ))  # fmt: skip
@@ -335,6 +378,26 @@ class SpeechSeqConfig(PretrainedConfig):
             raise ValueError("interctc_weight > 0 needs ctc_weight > 0: the intermediate losses are part of the CTC loss")
         _require_common(self)
         _require_token_ids(self, ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "blank_token_id"))
+
+    def _validate_whisper(self):
+        whisper = self.whisper_encoder
+        if not isinstance(whisper, dict) or sorted(whisper) != sorted(WHISPER_ENCODER_FIELDS):
+            raise ValueError(f"encoder_type='whisper' needs whisper_encoder, a dict of {list(WHISPER_ENCODER_FIELDS)} "
+                             f"(e.g. WHISPER_ENCODERS['tiny']), got {whisper!r}")  # fmt: skip
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in whisper.values()):
+            raise ValueError(f"whisper_encoder's fields must be positive integers, got {whisper}")
+        if not isinstance(self.encoder_layers, int) or isinstance(self.encoder_layers, bool) or self.encoder_layers < 0:
+            raise ValueError(f"encoder_layers (speechseq layers above the Whisper encoder) must be a non-negative "
+                             f"integer, got {self.encoder_layers!r}")  # fmt: skip
+        if self.input_mode != "fbank" or self.num_mel_bins != whisper["num_mel_bins"]:
+            raise ValueError(f"a Whisper encoder hears {whisper['num_mel_bins']} log-mels: input_mode must be 'fbank' "
+                             f"and num_mel_bins {whisper['num_mel_bins']}, got {self.input_mode!r} and "
+                             f"{self.num_mel_bins}")  # fmt: skip
+        if whisper["d_model"] % whisper["encoder_attention_heads"]:
+            raise ValueError(f"whisper_encoder: encoder_attention_heads must divide d_model, got {whisper}")
+        if self.max_source_positions > whisper["max_source_positions"]:
+            raise ValueError(f"max_source_positions={self.max_source_positions} is more than the Whisper encoder's "
+                             f"{whisper['max_source_positions']} positions")  # fmt: skip
 
 
 class SpeechSeqLMConfig(PretrainedConfig):

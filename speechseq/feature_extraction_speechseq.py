@@ -24,6 +24,7 @@ FRAME_LENGTH, HOP_LENGTH, N_FFT = 400, SAMPLES_PER_FRAME, 512
 PREEMPHASIS, MEL_FLOOR, STD_FLOOR = 0.97, 1.192092955078125e-07, 1e-5
 BLOCK_FRAMES = 512
 NORMALIZATIONS = ("utterance", "global", "none")
+FEATURES = ("kaldi", "whisper")
 
 
 @functools.lru_cache(maxsize=4)
@@ -46,24 +47,40 @@ def _povey_window() -> torch.Tensor:
     return torch.hann_window(FRAME_LENGTH, periodic=False, dtype=torch.float64).pow(0.85).float()
 
 
-def num_frames(num_samples: int) -> int:
-    """Frames of a waveform of `num_samples` samples (0 when shorter than one window)."""
+def num_frames(num_samples: int, features: str = "kaldi") -> int:
+    """Frames of a waveform of `num_samples` samples: Kaldi's, where whole windows fit (0 when shorter than one
+    window); or Whisper's, one a hop (its centred STFT's last frame dropped)."""
+    if features == "whisper":
+        return num_samples // HOP_LENGTH
     return max(0, 1 + (num_samples - FRAME_LENGTH) // HOP_LENGTH)
+
+
+@functools.lru_cache(maxsize=2)
+def _whisper_extractor(num_mel_bins: int, sampling_rate: int):
+    from transformers import WhisperFeatureExtractor
+
+    return WhisperFeatureExtractor(feature_size=num_mel_bins, sampling_rate=sampling_rate)
 
 
 class SpeechSeqFeatureExtractor(SequenceFeatureExtractor):
     r"""
     Turns 16 kHz mono waveforms into 80-dimensional log-mel filterbanks (Kaldi-compatible, 25 ms window, 10 ms hop)
     and normalises them. Precomputed filterbanks, such as the assignment's `(80, T)` `.npy` arrays, are normalised
-    the same way.
+    the same way. For a model with a pretrained Whisper encoder, Whisper's own log-mels instead
+    (`features="whisper"`), over each utterance's real length rather than 30 s.
 
     Args:
         feature_size (`int`, defaults to 80): mel bins.
         sampling_rate (`int`, defaults to 16000): the rate features are computed at; other rates are resampled.
         padding_value (`float`, defaults to 0.0): value of padded frames.
-        normalization (`str`, defaults to `"utterance"`): `"utterance"` (mean and variance over each utterance's
-            real frames), `"global"` (the `global_mean` / `global_std` vectors, fitted by `fit_global_stats`) or
-            `"none"`.
+        features (`str`, defaults to `"kaldi"`): `"kaldi"`, the filterbanks above; or `"whisper"`, the log-mels of
+            transformers' `WhisperFeatureExtractor` (centred 25 ms STFT, 10 ms hop, Slaney mel filters, log10
+            clipped 8 below the utterance's peak and scaled as Whisper expects), computed per utterance and
+            never padded to 30 s: what a Whisper encoder was trained on (`SpeechSeqConfig(encoder_type="whisper")`).
+        normalization (`str`, *optional*): `"utterance"` (mean and variance over each utterance's real frames),
+            `"global"` (the `global_mean` / `global_std` vectors, fitted by `fit_global_stats`) or `"none"`.
+            Defaults to `"utterance"` for Kaldi features and `"none"` for Whisper's, which must stay as Whisper
+            scales them.
         global_mean (`list[float]`, *optional*): per-bin mean for `"global"` normalisation.
         global_std (`list[float]`, *optional*): per-bin standard deviation for `"global"` normalisation.
         min_frames (`int`, defaults to 7): the fewest frames an utterance may have, the model's
@@ -92,15 +109,23 @@ class SpeechSeqFeatureExtractor(SequenceFeatureExtractor):
         feature_size=80,
         sampling_rate=16000,
         padding_value=0.0,
-        normalization="utterance",
+        normalization=None,
         global_mean=None,
         global_std=None,
         min_frames=7,
         input_mode="fbank",
+        features="kaldi",
         **kwargs,
     ):
         kwargs.setdefault("return_attention_mask", True)
         super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
+        if features not in FEATURES:
+            raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
+        if normalization is None:
+            normalization = "none" if features == "whisper" else "utterance"
+        if features == "whisper" and (normalization != "none" or input_mode != "fbank"):
+            raise ValueError(f"Whisper's log-mels are scaled as its encoder expects: they take normalization 'none' "
+                             f"and input_mode 'fbank', got {normalization!r} and {input_mode!r}")  # fmt: skip
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
         if normalization == "global":
@@ -113,6 +138,7 @@ class SpeechSeqFeatureExtractor(SequenceFeatureExtractor):
         if input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
         self.input_mode = input_mode
+        self.features = features
         self.normalization = normalization
         self.global_mean = None if global_mean is None else [float(v) for v in global_mean]
         self.global_std = None if global_std is None else [float(v) for v in global_std]
@@ -228,17 +254,23 @@ class SpeechSeqFeatureExtractor(SequenceFeatureExtractor):
         waveforms = []
         for i, audio in enumerate(items):
             audio = resample(to_mono_float32(audio, where=f"audio item {i}"), sampling_rate, self.sampling_rate)
-            frames = num_frames(len(audio))
+            frames = num_frames(len(audio), self.features)
             if frames < self.min_frames:
+                shortest = (self.min_frames * HOP_LENGTH if self.features == "whisper"
+                            else FRAME_LENGTH + (self.min_frames - 1) * HOP_LENGTH)  # fmt: skip
                 raise ValueError(
                     f"audio item {i}: {len(audio) / self.sampling_rate:.3f} s of audio gives {frames} frames; the "
-                    f"model needs at least {self.min_frames} "
-                    f"({(FRAME_LENGTH + (self.min_frames - 1) * HOP_LENGTH) / self.sampling_rate:.3f} s)"
+                    f"model needs at least {self.min_frames} ({shortest / self.sampling_rate:.3f} s)"
                 )
             waveforms.append(torch.from_numpy(audio))
         return waveforms
 
     def _log_mel(self, waveforms: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.features == "whisper":
+            extractor = _whisper_extractor(self.feature_size, self.sampling_rate)
+            return [torch.from_numpy(np.ascontiguousarray(extractor(
+                w.numpy(), sampling_rate=self.sampling_rate, padding="longest", truncation=False, return_tensors="np",
+            ).input_features[0].T)) for w in waveforms]  # fmt: skip
         lengths = [num_frames(len(w)) for w in waveforms]
         frames = torch.cat([w.unfold(0, FRAME_LENGTH, HOP_LENGTH) for w in waveforms])  # (frames of the batch, 400)
         features = torch.empty(len(frames), self.feature_size)

@@ -424,7 +424,7 @@ class SpeechSeqPreTrainedModel(PreTrainedModel):
     main_input_name = "input_features"
     input_modalities = ("audio", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["SpeechSeqEncoderLayer", "ConformerLayer", "SpeechSeqDecoderLayer"]
+    _no_split_modules = ["SpeechSeqEncoderLayer", "ConformerLayer", "SpeechSeqDecoderLayer", "WhisperEncoderLayer"]
     _supports_sdpa = True
     # The loss is a mean over the batch's tokens (and utterances, for CTC); it takes no `num_items_in_batch`. Without
     # this, the Trainer sees `**kwargs` in forward and multiplies the loss by the number of processes.
@@ -448,14 +448,46 @@ class SpeechSeqPreTrainedModel(PreTrainedModel):
         return encoder_lengths(self.config, torch.as_tensor(input_lengths))
 
 
+def whisper_encoder(config: SpeechSeqConfig) -> nn.Module:
+    """transformers' `WhisperEncoder` of `config.whisper_encoder`'s shape (weights from `from_whisper`)."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    return WhisperEncoder(WhisperConfig(**config.whisper_encoder))
+
+
+def run_whisper_encoder(whisper: nn.Module, features: torch.Tensor, lengths: torch.Tensor,
+                        out_lengths: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """A `WhisperEncoder`'s layers on (B, T, mel bins) features of `lengths` real frames, without padding them to 30 s
+    (its own forward insists on 3000 frames): the position table cut to the frames there are, as whisper.cpp's
+    `audio_ctx` does, and padding masked. The convolutions are padded by one frame on each side; zeroing the frames
+    past each utterance's end, before each, makes a padded batch give what each utterance alone gives."""
+    B, T, _ = features.shape
+    real = lengths_to_mask(lengths, T)[:, None, :].to(features.dtype)  # (B, 1, T)
+    x = F.gelu(whisper.conv1(features.transpose(1, 2) * real)) * real
+    x = F.gelu(whisper.conv2(x)).transpose(1, 2)  # (B, T', d)
+    x = x + whisper.embed_positions.weight[: x.shape[1]].to(x.dtype)
+    keep = lengths_to_mask(out_lengths, x.shape[1])[:, None, None, :]
+    mask = torch.zeros(keep.shape, dtype=x.dtype, device=x.device).masked_fill(~keep, torch.finfo(x.dtype).min)
+    for layer in whisper.layers:
+        x = layer(x, mask)
+        x = x[0] if isinstance(x, tuple) else x  # a tuple before transformers 5.24
+    return whisper.layer_norm(x)
+
+
 class SpeechSeqEncoder(nn.Module):
     """Subsampling plus positions (sinusoids added, or rotary in self-attention), pre-norm Transformer or Conformer
-    layers, final LayerNorm; intermediate CTC and self-conditioning after `config.interctc_layers`."""
+    layers, final LayerNorm; intermediate CTC and self-conditioning after `config.interctc_layers`. With
+    `encoder_type="whisper"`, a pretrained Whisper encoder takes the place of subsampling and positions."""
 
     def __init__(self, config: SpeechSeqConfig):
         super().__init__()
         self.config = config
-        if config.input_mode in ("fbank", "fusion"):
+        if config.encoder_type == "whisper":
+            self.whisper = whisper_encoder(config)
+            if config.whisper_encoder["d_model"] != config.d_model:
+                self.whisper_projection = nn.Linear(config.whisper_encoder["d_model"], config.d_model)
+        elif config.input_mode in ("fbank", "fusion"):
             self.subsampling = ConvSubsampling(config)
         if config.input_mode in ("waveform", "fusion"):
             self.waveform_subsampling = WaveformSubsampling(config)
@@ -500,19 +532,19 @@ class SpeechSeqEncoder(nn.Module):
         out_lengths = encoder_lengths(self.config, lengths)
         if self.training and (self.config.spec_augment_freq_masks or self.config.spec_augment_time_masks):
             input_features = spec_augment(input_features, lengths, self.config)
-        x = self._front_end(input_features, out_lengths)
-        T = x.shape[1]
+        T = int(encoder_lengths(self.config, torch.tensor([input_features.shape[1]])))
         if T > self.config.max_source_positions:
             raise ValueError(
                 f"input of {input_features.shape[1]} frames gives {T} encoder frames, more than "
                 f"max_source_positions={self.config.max_source_positions}; split the audio into chunks"
             )
+        x = self._front_end(input_features, lengths, out_lengths)
         # No sqrt(d_model) scaling here (unlike token embeddings): He-initialised convolutions already give unit-scale
         # frames, on a par with the positions (as in Whisper).
         positions, rotary = torch.arange(T, device=x.device), None
         if self.config.position_embedding == "rotary":
             rotary = rotary_angles(positions, self.config.d_model // self.config.encoder_attention_heads)
-        else:
+        elif self.config.encoder_type != "whisper":  # a Whisper encoder's frames carry its positions already
             x = x + sinusoids(positions, x.shape[-1]).to(x.dtype)
         x = self.dropout(x)
         mask = None if attention_mask is None else lengths_to_mask(out_lengths, T)[:, None, None, :]
@@ -540,16 +572,20 @@ class SpeechSeqEncoder(nn.Module):
         )
 
 
-    def _front_end(self, input_features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, T, input_size) -> (B, T', d_model) through the front end(s) of `config.input_mode`."""
+    def _front_end(self, input_features: torch.Tensor, lengths: torch.Tensor, out_lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, input_size) -> (B, T', d_model) through the front end(s) of `config.input_mode`, or the Whisper
+        encoder."""
         mode, bins = self.config.input_mode, self.config.num_mel_bins
+        if self.config.encoder_type == "whisper":
+            x = run_whisper_encoder(self.whisper, input_features, lengths, out_lengths)
+            return self.whisper_projection(x) if hasattr(self, "whisper_projection") else x
         if mode == "fbank":
-            return self.subsampling(input_features, lengths)
+            return self.subsampling(input_features, out_lengths)
         if mode == "waveform":
-            return self.waveform_subsampling(input_features, lengths)
+            return self.waveform_subsampling(input_features, out_lengths)
         weight = torch.sigmoid(self.fusion_logit)
-        fbank = self.subsampling(input_features[..., :bins], lengths)
-        return weight * fbank + (1 - weight) * self.waveform_subsampling(input_features[..., bins:], lengths)
+        fbank = self.subsampling(input_features[..., :bins], out_lengths)
+        return weight * fbank + (1 - weight) * self.waveform_subsampling(input_features[..., bins:], out_lengths)
 
 
 class SpeechSeqDecoder(nn.Module):
@@ -637,6 +673,10 @@ def frame_lengths(input_features: torch.Tensor, attention_mask: torch.Tensor | N
 
 
 def encoder_lengths(config: SpeechSeqConfig, lengths: torch.Tensor) -> torch.LongTensor:
+    if config.encoder_type == "whisper":  # kernel 3, padding 1, then the same with stride 2
+        if (lengths < 1).any():
+            raise ValueError("an input has no frames: the Whisper encoder needs at least one")
+        return (lengths - 1) // 2 + 1
     too_short = lengths < config.min_input_frames
     if too_short.any():
         raise ValueError(
@@ -842,6 +882,86 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         model.lm_head.load_state_dict(lm.lm_head.state_dict())  # the embedding again when both tie them
         model.freeze_decoder(freeze_decoder)
         return model
+
+    @classmethod
+    def from_whisper(cls, whisper, config: SpeechSeqConfig, trainable_layers: int | None = None):
+        r"""
+        A new ASR model whose encoder starts as a pretrained Whisper encoder: transformers' `WhisperEncoder`, its
+        weights copied from `whisper`; the speechseq layers above it, the CTC head and the decoder start fresh.
+
+        Args:
+            whisper (`WhisperModel`, `WhisperForConditionalGeneration`, `WhisperEncoder`, `str` or `os.PathLike`):
+                the Whisper model, or where it is: a faster-whisper (CTranslate2) model directory, converted by
+                [`~speechseq.whisper_conversion.convert_ctranslate2_whisper`]; or a transformers directory or Hub
+                name (`"openai/whisper-tiny.en"`), through `WhisperModel.from_pretrained`.
+            config (`SpeechSeqConfig`): the ASR model's config (e.g. the `"whisper-tiny"` preset); it gets
+                `encoder_type="whisper"` and the Whisper encoder's shape in `whisper_encoder`, and a record of the
+                source in `pretrained_encoder`.
+            trainable_layers (`int`, *optional*): train only the last this many Whisper layers (0: none; see
+                `freeze_whisper_encoder`); `None` trains it all.
+
+        Raises:
+            ValueError: when `whisper` is not a Whisper model, or `config` asks for a different encoder shape.
+
+        Example:
+
+        ```python
+        >>> from transformers import WhisperConfig, WhisperModel
+        >>> from speechseq import SpeechSeqConfig, SpeechSeqForConditionalGeneration
+        >>> whisper = WhisperModel(WhisperConfig(d_model=64, encoder_layers=2, encoder_attention_heads=4,
+        ...                                      encoder_ffn_dim=256, decoder_layers=1, decoder_attention_heads=4))
+        >>> config = SpeechSeqConfig.from_preset("tiny", vocab_size=40)
+        >>> model = SpeechSeqForConditionalGeneration.from_whisper(whisper, config, trainable_layers=0)
+        >>> model.config.encoder_type, model.model.encoder.whisper.conv1.weight.requires_grad
+        ('whisper', False)
+        ```
+        """
+        from transformers import WhisperModel, WhisperPreTrainedModel
+
+        from .configuration_speechseq import WHISPER_ENCODER_FIELDS
+
+        source = None
+        if isinstance(whisper, (str, os.PathLike)):
+            source = str(whisper)
+            if os.path.exists(os.path.join(whisper, "model.bin")):  # CTranslate2 (faster-whisper)
+                from .whisper_conversion import convert_ctranslate2_whisper
+
+                whisper = convert_ctranslate2_whisper(whisper)
+            else:
+                whisper = WhisperModel.from_pretrained(whisper)
+        if not isinstance(whisper, WhisperPreTrainedModel):
+            raise ValueError(f"from_whisper takes a Whisper model or its directory, got {type(whisper).__name__}")
+        encoder = whisper if not hasattr(whisper, "get_encoder") else whisper.get_encoder()
+        shape = {name: getattr(encoder.config, name) for name in WHISPER_ENCODER_FIELDS}
+        if config.whisper_encoder not in (None, shape):
+            raise ValueError(f"config.whisper_encoder {config.whisper_encoder} is not the shape of this Whisper "
+                             f"encoder, {shape}")  # fmt: skip
+        config = config.__class__.from_dict({
+            **config.to_dict(), "encoder_type": "whisper", "whisper_encoder": shape,
+            "max_source_positions": min(config.max_source_positions, shape["max_source_positions"]),
+            "pretrained_encoder": source or config.pretrained_encoder,
+        })  # fmt: skip
+        model = cls(config)
+        model.model.encoder.whisper.load_state_dict(encoder.state_dict())
+        if trainable_layers is not None:
+            model.freeze_whisper_encoder(trainable_layers)
+        return model
+
+    def freeze_whisper_encoder(self, trainable_layers: int = 0) -> None:
+        """Stop gradients to the Whisper encoder but its last `trainable_layers` layers: its convolutions and
+        positions always, its final LayerNorm unless layers train. Frozen layers then build no autograd graph, so a
+        frozen encoder costs a forward pass only. (As transformers' `WhisperForConditionalGeneration.freeze_encoder`,
+        with a depth.)"""
+        if self.config.encoder_type != "whisper":
+            raise ValueError("freeze_whisper_encoder needs a model with encoder_type='whisper'")
+        whisper = self.model.encoder.whisper
+        total = len(whisper.layers)
+        if not isinstance(trainable_layers, int) or not 0 <= trainable_layers <= total:
+            raise ValueError(f"trainable_layers must be an integer in [0, {total}], got {trainable_layers!r}")
+        whisper.requires_grad_(False)
+        for layer in whisper.layers[total - trainable_layers :]:
+            layer.requires_grad_(True)
+        whisper.layer_norm.requires_grad_(trainable_layers > 0)
 
     def decoder_lm_parameter_names(self) -> list[str]:
         """The parameters a language model provides (`from_pretrained_decoder`): the decoder but its cross-attention,

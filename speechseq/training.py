@@ -121,13 +121,26 @@ class ModelArguments:
     tokenizer_path: str | None = field(
         default=None, metadata={"help": "A tokenizer to use instead of training one: a saved directory or a JSON file."}
     )
+    pretrained_encoder: str | None = field(
+        default=None,
+        metadata={"help": "Start the encoder from a pretrained Whisper encoder: a faster-whisper (CTranslate2) model "
+                  "directory, or a transformers Whisper directory or Hub name; with --preset whisper-tiny (or a "
+                  "config of encoder_type 'whisper'). The features become Whisper's log-mels."},
+    )
+    trainable_encoder_layers: int | None = field(
+        default=None,
+        metadata={"help": "Of a pretrained Whisper encoder, train only the last N layers (0: frozen, which costs a "
+                  "forward pass only); default: all. Or slow it with --learning_rates '{\"model.encoder.whisper\": 1e-4}'."},
+    )
     decoder_lm_path: str | None = field(
         default=None,
         metadata={"help": "A SpeechSeqForCausalLM directory (examples/run_lm.py) to start the decoder from; its "
                   "tokenizer becomes the model's. See --freeze_decoder_steps and --learning_rates."},
     )
-    normalization: str = field(
-        default="utterance", metadata={"help": "Feature normalisation: 'utterance', 'global' (fit on train) or 'none'."}
+    normalization: str | None = field(
+        default=None,
+        metadata={"help": "Feature normalisation: 'utterance' (the default), 'global' (fit on train) or 'none'. Whisper's "
+                  "features (--pretrained_encoder) take none."},
     )
     spec_augment_freq_masks: int = field(default=2, metadata={"help": "SpecAugment frequency masks (training only)."})
     spec_augment_freq_width: int = field(default=27, metadata={"help": "Widest frequency mask, mel bins."})
@@ -613,20 +626,34 @@ def build_processor_and_model(model_args: ModelArguments, train_texts):
             config._validate()
         else:
             config = SpeechSeqConfig.from_preset(model_args.preset, **special_token_ids(tokenizer), **overrides)
+        whisper = model_args.pretrained_encoder is not None
+        if whisper != (config.encoder_type == "whisper"):
+            raise ValueError("--pretrained_encoder and a config of encoder_type 'whisper' (--preset whisper-tiny) go "
+                             f"together; got {model_args.pretrained_encoder!r} and {config.encoder_type!r}")  # fmt: skip
+        if whisper and model_args.normalization not in (None, "none"):
+            raise ValueError(f"--normalization {model_args.normalization}: Whisper's features stay as Whisper scales "
+                             "them (leave --normalization out)")  # fmt: skip
+        if whisper and model_args.decoder_lm_path:
+            raise ValueError("--decoder_lm_path with --pretrained_encoder is not supported yet: start one of them")
         normalization = "none" if model_args.normalization == "global" else model_args.normalization
         extractor = SpeechSeqFeatureExtractor(normalization=normalization, min_frames=config.min_input_frames,
-                                              input_mode=config.input_mode)  # fmt: skip
+                                              input_mode=config.input_mode,
+                                              features="whisper" if whisper else "kaldi")  # fmt: skip
         processor = SpeechSeqProcessor(extractor, tokenizer)
         if model_args.architecture == "speech2text":
             return processor, speech2text_baseline(config)
         if model_args.architecture != "speechseq":
             raise ValueError(f"--architecture must be 'speechseq' or 'speech2text', got {model_args.architecture!r}")
-        if model_args.decoder_lm_path:  # frozen, if asked, by the trainer's optimizer (--freeze_decoder_steps)
+        if whisper:
+            model = SpeechSeqForConditionalGeneration.from_whisper(model_args.pretrained_encoder, config)
+        elif model_args.decoder_lm_path:  # frozen, if asked, by the trainer's optimizer (--freeze_decoder_steps)
             model = SpeechSeqForConditionalGeneration.from_pretrained_decoder(
                 model_args.decoder_lm_path, config, freeze_decoder=False, tokenizer=tokenizer
             )
         else:
             model = SpeechSeqForConditionalGeneration(config)
+    if model_args.trainable_encoder_layers is not None:  # requires_grad is not saved: set on every start and resume
+        model.freeze_whisper_encoder(model_args.trainable_encoder_layers)
     mismatch = {k: (v, getattr(model.config, k, None)) for k, v in special_token_ids(processor.tokenizer).items()
                 if getattr(model.config, k, None) != v}  # fmt: skip
     if mismatch:
