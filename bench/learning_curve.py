@@ -4,7 +4,7 @@
         --variants transformer conformer conformer+interctc
 
 Each variant is the demo's model of 2026-12-01 (MODEL below: d_model 144, 6 + 2 layers, rotary, CTC weight 0.6)
-with one change, and trains in a process of its own with the demo's flags for `--minutes`, its cosine schedule (10% warm-up) on the
+with one change (or, the `whisper-*` variants, the `whisper-tiny` preset over Whisper tiny.en's encoder), and trains in a process of its own with the demo's flags for `--minutes`, its cosine schedule (10% warm-up) on the
 budget's clock (`--schedule_by_time`), so that every variant ends its schedule as its budget ends. A short probe
 run times its steps first, to save a checkpoint at `--marks` evenly spaced points; afterwards (not counted in the budget) each checkpoint decodes the first `--eval_utterances` of
 `dev` and `test_unseen` with the CTC head alone. A checkpoint's minute is its step times the run's mean time per
@@ -64,8 +64,8 @@ FRONT_32 = {"subsampling_channels": 32}
 FRAMES = ("--max_frames_per_batch", "4600", "--sortagrad")
 # the demo's head and decoder settings over the whisper-tiny preset
 WHISPER = {"ctc_weight": 0.6, "dropout": 0.05, "position_embedding": "rotary"}
-WHISPER_256 = {"d_model": 256, "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 1024,
-               "decoder_ffn_dim": 1024, "decoder_layers": 2}  # fmt: skip
+WHISPER_384 = {"d_model": 384, "encoder_attention_heads": 6, "decoder_attention_heads": 6, "encoder_ffn_dim": 1536,
+               "decoder_ffn_dim": 1536, "decoder_layers": 4}  # fmt: skip
 
 VARIANTS = {
     "transformer": Variant(),
@@ -80,19 +80,18 @@ VARIANTS = {
     "conformer+interctc": Variant(config={**CONFORMER, **INTERCTC}),
     "conformer+interctc+augmentation": Variant(config={**CONFORMER, **INTERCTC}, flags=AUGMENTATION),
     "speech2text": Variant(architecture="speech2text"),
-    # a pretrained Whisper tiny encoder (issue 18), frozen, under speechseq layers and decoder of its width (384)...
-    "whisper-frozen": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True,
+    # a pretrained Whisper tiny encoder (issue 18; the whisper-tiny preset: heads of d 256, 2 + 2 layers), frozen,
+    # under heads of its own width (384, a decoder of 4) or of the preset's; the last two of its layers trained; at 3x
+    # the heads' learning rate; or all of it trained, the pretrained encoder at a fifth of the heads' rate
+    "whisper-frozen": Variant(preset="whisper-tiny", config={**WHISPER, **WHISPER_384}, pretrained_encoder=True,
                               flags=("--trainable_encoder_layers", "0", *FRAMES)),
-    # ... or of width 256 (a projection between), two decoder layers: half the step
-    "whisper-frozen-256": Variant(preset="whisper-tiny", config={**WHISPER, **WHISPER_256}, pretrained_encoder=True,
+    "whisper-frozen-256": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True,
                                   flags=("--trainable_encoder_layers", "0", *FRAMES)),
-    "whisper-256-last2": Variant(preset="whisper-tiny", config={**WHISPER, **WHISPER_256}, pretrained_encoder=True,
+    "whisper-256-last2": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True,
                                  flags=("--trainable_encoder_layers", "2", *FRAMES)),
-    "whisper-frozen-256-lr3e-3": Variant(preset="whisper-tiny", config={**WHISPER, **WHISPER_256},
-                                         pretrained_encoder=True, learning_rate=3e-3,
-                                         flags=("--trainable_encoder_layers", "0", *FRAMES)),
-    # all of it trains, the pretrained encoder at a fifth of the heads' rate
-    "whisper-256-all": Variant(preset="whisper-tiny", config={**WHISPER, **WHISPER_256}, pretrained_encoder=True,
+    "whisper-frozen-256-lr3e-3": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True,
+                                         learning_rate=3e-3, flags=("--trainable_encoder_layers", "0", *FRAMES)),
+    "whisper-256-all": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True,
                                flags=("--learning_rates", json.dumps({"model.encoder.whisper": 2e-4}), *FRAMES)),
 }
 

@@ -330,9 +330,9 @@ def test_fusion_blends_both_front_ends_by_a_learned_weight(tokenizer):
     with torch.no_grad():
         fbank = encoder.subsampling(features[..., :80], lengths)
         waveform = encoder.waveform_subsampling(features[..., 80:], lengths)
-        torch.testing.assert_close(encoder._front_end(features, lengths), 0.5 * fbank + 0.5 * waveform)
+        torch.testing.assert_close(encoder._front_end(features, torch.tensor([60]), lengths), 0.5 * fbank + 0.5 * waveform)
         encoder.fusion_logit.fill_(20.0)  # all filterbank
-        torch.testing.assert_close(encoder._front_end(features, lengths), fbank, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(encoder._front_end(features, torch.tensor([60]), lengths), fbank, atol=1e-6, rtol=1e-5)
     model.train()(features, decoder_input_ids=torch.tensor([[3, 7]])).logits.sum().backward()
     assert encoder.fusion_logit.grad is not None
     with pytest.raises(ValueError, match="input_mode 'fusion'"):

@@ -265,3 +265,25 @@ def test_the_training_script_trains_heads_over_a_frozen_whisper_encoder(manifest
     with pytest.raises(ValueError, match="normalization"):
         main([*args, "--output_dir", str(tmp_path / "global"), "--pretrained_encoder", str(whisper_dir),
               "--normalization", "global"])  # fmt: skip
+
+
+def test_remote_code_loads_a_whisper_model_without_speechseq(tokenizer, signals, tmp_path):
+    import subprocess
+    import sys
+
+    from test_pipeline import REMOTE
+
+    model = whisper_model(tokenizer)
+    processor = SpeechSeqProcessor(SpeechSeqFeatureExtractor(features="whisper", min_frames=1), tokenizer)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    np.save(tmp_path / "signal.npy", signals[1])
+    env = {"HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PATH": ""}
+    result = subprocess.run([sys.executable, "-c", REMOTE, str(tmp_path / "model"), str(tmp_path / "signal.npy")],
+                            capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["model"].startswith("transformers_modules")
+    batch_ = processor(audio=[signals[1]], sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        assert out["ids"] == model.generate(**batch_).tolist()
