@@ -93,6 +93,11 @@ VARIANTS = {
                                          learning_rate=3e-3, flags=("--trainable_encoder_layers", "0", *FRAMES)),
     "whisper-256-all": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True,
                                flags=("--learning_rates", json.dumps({"model.encoder.whisper": 2e-4}), *FRAMES)),
+    "whisper-256-all-5e-4": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True,
+                                    flags=("--learning_rates", json.dumps({"model.encoder.whisper": 5e-4}), *FRAMES)),
+    "whisper-256-all-ctc0.8": Variant(preset="whisper-tiny", config={**WHISPER, "ctc_weight": 0.8},
+                                      pretrained_encoder=True,
+                                      flags=("--learning_rates", json.dumps({"model.encoder.whisper": 2e-4}), *FRAMES)),
 }
 
 
