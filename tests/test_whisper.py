@@ -287,3 +287,16 @@ def test_remote_code_loads_a_whisper_model_without_speechseq(tokenizer, signals,
     batch_ = processor(audio=[signals[1]], sampling_rate=16000, return_tensors="pt")
     with torch.no_grad():
         assert out["ids"] == model.generate(**batch_).tolist()
+
+
+def test_prepared_lengths_count_whisper_frames(tokenizer, signals):
+    """Frame batches budget the frames the extractor will make: Whisper's log-mels have 100 a second, Kaldi's 98."""
+    from conftest import signals_dataset
+    from speechseq.data.loaders import prepare_dataset
+
+    for features, frames in (("whisper", 100), ("kaldi", 98)):
+        processor = SpeechSeqProcessor(SpeechSeqFeatureExtractor(features=features, min_frames=1), tokenizer)
+        prepared = prepare_dataset(signals_dataset(signals), processor, min_frames=1, max_frames=1000)
+        assert prepared["length"] == [frames, frames]
+        batch_ = processor(audio=signals, sampling_rate=16000, return_tensors="pt")
+        assert batch_["attention_mask"].sum(-1).tolist() == [frames, frames]

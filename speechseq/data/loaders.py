@@ -152,13 +152,14 @@ def read_features(row: dict, sampling_rate: int = 16000):
     return "audio", load_audio(audio["bytes"] if audio.get("bytes") else audio["path"], sampling_rate)
 
 
-def _frames(row: dict) -> int:
-    """Filterbank frames of a row, from the file header: nothing is decoded."""
+def _frames(row: dict, features: str = "kaldi") -> int:
+    """Filterbank frames of a row, from the file header: nothing is decoded. `features`: the extractor's kind
+    (Whisper's log-mels have a frame a hop, two more than Kaldi's)."""
     if "fbank" in row and row["fbank"] is not None:
         return int(np.load(row["fbank"], mmap_mode="r").shape[1])
     audio = row["audio"]
     info = soundfile.info(io.BytesIO(audio["bytes"]) if audio.get("bytes") else audio["path"])
-    return num_frames(int(info.frames * 16000 / info.samplerate))
+    return num_frames(int(info.frames * 16000 / info.samplerate), features)
 
 
 def prepare_dataset(dataset: Dataset, processor, min_frames: int, max_frames: int, require_text: bool = True,
@@ -174,10 +175,11 @@ def prepare_dataset(dataset: Dataset, processor, min_frames: int, max_frames: in
         require_text (`bool`): drop rows without a transcript (off for test sets without text).
     """
     unk = processor.tokenizer.unk_token_id
+    features = getattr(processor.feature_extractor, "features", "kaldi")
 
     def check(row):
         try:
-            length = _frames(row)
+            length = _frames(row, features)
         except (OSError, RuntimeError, ValueError, soundfile.LibsndfileError):
             return {"length": 0, "problem": "missing or unreadable file"}
         text = processor.normalize(row["text"] or "").strip()
