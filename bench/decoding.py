@@ -8,6 +8,9 @@ Methods (`bench/results/decoding.json`, a list of {"method", "rtf", "cer", "wer"
   beam10         speechseq's beam search, the decoder alone
   beam10_ctc     + CTC prefix scores
   beam10_ctc_lm  + CTC prefix scores + the language model
+  beam10_ctc_ngram  + CTC prefix scores + the word n-gram LM (with --ngram_lm)
+  ctc_beam10     the CTC prefix beam search, the CTC head alone (with --ngram_lm, as the baseline of the next)
+  ctc_beam10_ngram  the CTC prefix beam search with the word n-gram LM (pyctcdecode's search)
   hf_beam10      transformers' GenerationMixin.generate(num_beams=10) on the same model
 Each method runs in a Python process of its own, which loads the model, the language model and the split and then
 decodes: `peak_rss_mb` is that process's peak resident memory, `loaded_rss_mb` its peak before decoding began (the
@@ -25,6 +28,7 @@ import logging
 from speechseq import SpeechSeqForCausalLM, SpeechSeqForConditionalGeneration, SpeechSeqProcessor
 from speechseq.data import load_corpus
 from speechseq.evaluation import error_rates, transcribe
+from speechseq.ngram_lm import WordLanguageModel
 
 from common import builtin_generate, decoding_option, in_fresh_process, peak_rss_mb, write_results
 
@@ -36,6 +40,9 @@ def main():
     parser.add_argument("--model_dir", required=True)
     parser.add_argument("--corpus_dir", required=True)
     parser.add_argument("--lm", help="a language model directory (examples/run_lm.py); without it, no LM row")
+    parser.add_argument("--ngram_lm", help="a word n-gram LM (examples/build_ngram_lm.py); without it, no n-gram rows")
+    parser.add_argument("--ngram_weight", type=float, default=None)
+    parser.add_argument("--word_bonus", type=float, default=None)
     parser.add_argument("--split", default="test_unseen")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--num_beams", type=int, default=10)
@@ -67,6 +74,12 @@ def main():
     }
     if args.lm:
         methods[f"beam{args.num_beams}_ctc_lm"] = dict(fused, **ctc, **lm)
+    if args.ngram_lm:
+        ngram = {"ngram_lm": args.ngram_lm, "ngram_weight": weight("ngram_weight", 0.6),
+                 "word_bonus": weight("word_bonus", 0.0)}  # fmt: skip
+        methods[f"beam{args.num_beams}_ctc_ngram"] = dict(fused, **ctc, lm_weight=0.0, **ngram)
+        methods[f"ctc_beam{args.num_beams}"] = dict(decoding="ctc", num_beams=args.num_beams)
+        methods[f"ctc_beam{args.num_beams}_ngram"] = dict(decoding="ctc", num_beams=args.num_beams, **ngram)
     methods[f"hf_beam{args.num_beams}"] = dict(num_beams=args.num_beams, length_penalty=1.0)
 
     records = []
@@ -74,7 +87,7 @@ def main():
         run = in_fresh_process(decode, args, method, options)
         rates = error_rates(references, run.pop("hypotheses"))
         record = {"method": method, "rtf": run["decode_s"] / audio_seconds, **rates, **run,
-                  "options": {k: v for k, v in options.items() if k != "lm"}}  # fmt: skip
+                  "options": {k: v for k, v in options.items() if k not in ("lm", "ngram_lm")}}  # fmt: skip
         logger.info("%-16s rtf %.4f  cer %.2f%%  wer %.2f%%  peak RSS %.0f MB (%.0f MB before decoding)", method,
                     record["rtf"], 100 * rates["cer"], 100 * rates["wer"], run["peak_rss_mb"], run["loaded_rss_mb"])
         records.append(record)
@@ -85,8 +98,15 @@ def main():
     greedy, ours, theirs = records[0], records[1], records[-1]
     logger.info("beam%d / transformers' beam%d time: %.2f (target <= 0.8)", args.num_beams, args.num_beams,
                 ours["decode_s"] / theirs["decode_s"])  # fmt: skip
+    by_method = {record["method"]: record for record in records}
+    if args.ngram_lm:
+        for base in (f"beam{args.num_beams}_ctc", f"ctc_beam{args.num_beams}"):
+            plain, with_ngram = by_method[base], by_method[f"{base}_ngram"]
+            logger.info("%s: n-gram / without time %.2f (target <= 2); WER %.1f%% -> %.1f%% (%.0f%% relative)", base,
+                        with_ngram["decode_s"] / plain["decode_s"], 100 * plain["wer"], 100 * with_ngram["wer"],
+                        100 * (1 - with_ngram["wer"] / plain["wer"]))  # fmt: skip
     if args.lm:
-        fused = records[3]
+        fused = by_method[f"beam{args.num_beams}_ctc_lm"]
         logger.info("beam+ctc+lm / greedy time: %.2f (target <= 3); WER %.1f%% -> %.1f%% (%.0f%% relative, target "
                     ">= 15%%)", fused["decode_s"] / greedy["decode_s"], 100 * greedy["wer"], 100 * fused["wer"],
                     100 * (1 - fused["wer"] / greedy["wer"]))  # fmt: skip
@@ -108,6 +128,8 @@ def decode(args, method: str, options: dict) -> dict:
     model, processor, dataset = load(args)
     if options.get("lm"):  # loaded before the memory baseline, like the model
         options = {**options, "lm": SpeechSeqForCausalLM.from_pretrained(options["lm"]).eval()}
+    if options.get("ngram_lm"):
+        options = {**options, "ngram_lm": WordLanguageModel(options["ngram_lm"])}
     loaded = peak_rss_mb()
     generate = functools.partial(builtin_generate, model) if method.startswith("hf_") else None
     hypotheses, seconds = transcribe(model, processor, dataset, args.batch_size, generate=generate, **options)

@@ -6,9 +6,11 @@ never heard.
 2. trains a small speechseq model with `speechseq-train` for `--train_minutes` of wall-clock time (17 by default,
    so that the whole demo takes about 25 minutes on 2 cores; the learning-rate schedule runs on that clock, so it
    ends as the minutes do on any machine), then a character language model with `examples/run_lm.py` (a minute or
-   two; the corpus's dev and test sentences are held out of its text);
+   two; the corpus's dev and test sentences are held out of its text), and a word 4-gram LM with KenLM (seconds,
+   the same text);
 3. decodes `test_seen` and `test_unseen` greedily (the attention decoder, and the CTC head) and with the joint beam
-   search (CTC prefix scores, then also the language model), transcribes three test files through
+   search (CTC prefix scores, then also the language model, or the word n-gram LM), and with the CTC prefix search
+   and the n-gram LM; transcribes three test files through
    `pipeline("automatic-speech-recognition")` with the best decoding (saved into the model's generation_config, so
    that the pipeline, `generate()` and the Trainer decode that way by default), prints a table and writes
    `<output_dir>/results.json`.
@@ -31,6 +33,7 @@ from pathlib import Path
 import torch
 from transformers import pipeline
 
+from build_ngram_lm import build as build_ngram_lm
 from run_lm import main as train_lm
 from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
 from speechseq.data import build_corpus
@@ -56,9 +59,6 @@ FRAMES_PER_BATCH = 4600
 # learning rate: 5 points lower dev CER in 8 minutes than the encoder frozen (README, "A pretrained encoder")
 WHISPER_MODEL = {"ctc_weight": 0.6, "dropout": 0.05, "position_embedding": "rotary"}
 WHISPER_LEARNING_RATES = {"model.encoder.whisper": 2e-4}
-# its decoder learns more slowly than its CTC head: CTC weight 0.6 in the beam search (12.7% dev CER against 13.0%
-# with 0.3, `examples/tune_decoding.py` on 100 dev utterances)
-WHISPER_BEAM = {**BEAM, "ctc_weight": 0.6}
 
 # The language model: small enough to learn from the text sources in a few minutes and to cost little per beam step
 # (d_model 192 x 3 layers reached perplexity 7.5 in 1200 steps and 3.7 minutes; this one 6.3 in 2400 steps and 2.2).
@@ -68,6 +68,16 @@ LM = {"d_model": 128, "decoder_layers": 2, "decoder_ffn_dim": 512, "dropout": 0.
 # for the looping decoder of the earlier demo, gave 25.1% CER there; these 23.1%).
 BEAM = {"num_beams": 10, "ctc_weight": 0.3, "length_penalty": 0.0, "length_bonus": 1.0}
 FUSION = {"lm_weight": 0.3}
+# its decoder learns more slowly than its CTC head: CTC weight 0.6 in the beam search (12.7% dev CER against 13.0%
+# with 0.3, `examples/tune_decoding.py` on 100 dev utterances)
+WHISPER_BEAM = {**BEAM, "ctc_weight": 0.6}
+# The word 4-gram LM (examples/build_ngram_lm.py) in the beam search and in the CTC prefix search: weights from
+# `examples/tune_decoding.py --ngram_lm` on 100 dev utterances of the demo's model (README, "Words: a word n-gram
+# LM"): in the beam search 0.8 (40.4% WER against 60.7% without; 0.6: 41.7%), no word bonus (it cost 1-3 points);
+# in the CTC prefix search 1.0 with a word bonus of 1 (55.2% against 77.4%; 0.6: 59.0%)
+NGRAM_ORDER = 4
+NGRAM = {"ngram_weight": 0.8}
+CTC_NGRAM = {"decoding": "ctc", "num_beams": 10, "ngram_weight": 1.0, "word_bonus": 1.0}
 
 
 @contextmanager
@@ -79,13 +89,15 @@ def phase(name: str, seconds: dict):
     logger.info("%s: %.1f min", name, seconds[name] / 60)
 
 
-def decodings(lm_dir: Path, beam: dict = BEAM) -> dict[str, dict]:
+def decodings(lm_dir: Path, ngram_lm: Path, beam: dict = BEAM) -> dict[str, dict]:
     """The demo's decodings by name, as generate() keyword arguments."""
     return {
         "greedy attention": {},
         "greedy CTC": {"decoding": "ctc"},
         "beam 10 + CTC": beam,
         "beam 10 + CTC + LM": {**beam, **FUSION, "lm": str(lm_dir)},
+        "beam 10 + CTC + n-gram": {**beam, **NGRAM, "ngram_lm": str(ngram_lm)},
+        "CTC beam 10 + n-gram": {**CTC_NGRAM, "ngram_lm": str(ngram_lm)},
     }
 
 
@@ -111,7 +123,7 @@ def main():
     seconds = {}
     with phase("corpus", seconds):
         corpus = build_corpus(corpus_dir, hours=args.hours, eval_utterances=200, seed=0, engines=engines)
-    model_dir, lm_dir = out / "model", out / "lm"
+    model_dir, lm_dir, ngram_lm = out / "model", out / "lm", out / "ngram" / "lm.arpa"
     if args.pretrained_encoder:
         model_config = {**WHISPER_MODEL, **json.loads(args.config_overrides)}
         model_flags = ["--preset", "whisper-tiny", "--pretrained_encoder", args.pretrained_encoder,
@@ -142,23 +154,27 @@ def main():
             "--train_sampling_strategy", "group_by_length", "--length_column_name", "length", "--seed", "0",
         ])  # fmt: skip
 
+    with phase("n-gram LM", seconds):
+        ngram_results = build_ngram_lm(ngram_lm, corpus_dir, order=NGRAM_ORDER)
+
     model = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = SpeechSeqProcessor.from_pretrained(model_dir)
+    all_decodings = decodings(lm_dir, ngram_lm, beam)
     results, rtf = {}, {}
     with phase("decoding", seconds):
         for split in ("test_seen", "test_unseen"):
             references, audio_seconds = list(corpus[split]["text"]), sum(corpus[split]["duration"])
-            for name, options in decodings(lm_dir, beam).items():
+            for name, options in all_decodings.items():
                 hypotheses, decoding_seconds = transcribe(model, processor, corpus[split], progress=f"{split}, {name}",
                                                           **options)
                 for metric, value in error_rates(references, hypotheses).items():
                     results[f"{metric}_{split}_{_key(name)}"] = value
                 rtf[f"rtf_{split}_{_key(name)}"] = decoding_seconds / audio_seconds
-    best = min(decodings(lm_dir, beam), key=lambda name: results[f"cer_test_unseen_{_key(name)}"])
+    best = min(all_decodings, key=lambda name: results[f"cer_test_unseen_{_key(name)}"])
     greedy = min(("greedy attention", "greedy CTC"), key=lambda name: results[f"cer_test_unseen_{_key(name)}"])
 
     # the best decoding becomes the model's own: generate(), the pipeline and the Trainer use it from now on
-    save_setting(model_dir, decodings(lm_dir, beam)[best], decodings(lm_dir, beam)[best].get("lm"))
+    save_setting(model_dir, all_decodings[best], all_decodings[best].get("lm"), all_decodings[best].get("ngram_lm"))
     asr = pipeline("automatic-speech-recognition", model=str(model_dir))
     (out / "samples").mkdir(exist_ok=True)
     rows = []
@@ -180,7 +196,8 @@ def main():
         "cer_test_unseen_best": results[f"cer_test_unseen_{_key(best)}"],
         "wer_test_unseen_best": results[f"wer_test_unseen_{_key(best)}"],
         "best_decoding": best,
-        "decoding_options": {name: {k: v for k, v in o.items() if k != "lm"} for name, o in decodings(lm_dir, beam).items()},
+        "decoding_options": {name: {k: v for k, v in o.items() if k not in ("lm", "ngram_lm")}
+                             for name, o in all_decodings.items()},  # fmt: skip
         **results,
         **rtf,
         "corpus_wall_s": seconds["corpus"],
@@ -188,6 +205,9 @@ def main():
         "lm_train_wall_s": seconds["language model"],
         "decoding_wall_s": seconds["decoding"],
         "lm_perplexity_per_character": lm_results["perplexity_per_character"],
+        "ngram_lm_build_s": seconds["n-gram LM"],
+        "ngram_lm_perplexity": ngram_results.get("held_out_perplexity"),
+        "ngram_lm_oov_rate": ngram_results.get("held_out_oov_rate"),
         "total_wall_s": time.time() - start,
         "train_audio_hours": train_hours,
         "num_parameters": model.num_parameters(),
@@ -201,7 +221,9 @@ def main():
         f"speechseq demo: {summary['num_parameters'] / 1e6:.1f}M parameters, {train_hours:.2f} h of TTS speech, "
         f"{seconds['training'] / 60:.1f} min of training on {torch.get_num_threads()} threads; language model "
         f"{lm_results['num_parameters'] / 1e6:.1f}M parameters, {seconds['language model'] / 60:.1f} min, held-out perplexity "
-        f"{lm_results['perplexity_per_character']:.2f} per character",
+        f"{lm_results['perplexity_per_character']:.2f} per character; word {NGRAM_ORDER}-gram LM of "
+        f"{ngram_results['words'] / 1e3:.0f}k words in {seconds['n-gram LM']:.0f} s, held-out perplexity "
+        f"{ngram_results['held_out_perplexity']:.0f}",
         "minutes: " + ", ".join(f"{name} {value / 60:.1f}" for name, value in seconds.items())
         + f", in all {summary['total_wall_s'] / 60:.1f} (this script; installing is not counted)",
         "",
@@ -209,7 +231,7 @@ def main():
         "|---|---|---|---|---|",
     ]
     for split in ("test_seen", "test_unseen"):
-        for name in decodings(lm_dir, beam):
+        for name in all_decodings:
             k = _key(name)
             report.append(f"| {split} | {name} | {results[f'cer_{split}_{k}']:.1%} | {results[f'wer_{split}_{k}']:.1%} "
                           f"| {rtf[f'rtf_{split}_{k}']:.3f} |")  # fmt: skip
@@ -221,8 +243,8 @@ def main():
 
 
 def _key(name: str) -> str:
-    """'beam 10 + CTC + LM' -> 'beam10_ctc_lm': the results.json key of a decoding."""
-    return name.lower().replace("beam 10", "beam10").replace(" + ", "_").replace(" ", "_")
+    """'beam 10 + CTC + n-gram' -> 'beam10_ctc_ngram': the results.json key of a decoding."""
+    return name.lower().replace("beam 10", "beam10").replace(" + ", "_").replace(" ", "_").replace("-", "")
 
 
 if __name__ == "__main__":

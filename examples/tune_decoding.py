@@ -1,17 +1,21 @@
 #!/usr/bin/env python
-"""Tune the beam search's fusion weights on a dev split: a grid over ctc_weight x lm_weight x length_bonus.
+"""Tune the beam search's fusion weights on a dev split: a grid over ctc_weight x lm_weight x length_bonus, and
+with a word n-gram LM over ngram_weight x word_bonus x unk_penalty too.
 
     python examples/tune_decoding.py --model_dir demo/model --corpus_dir demo/corpus --lm demo/lm \\
-        --ctc_weights 0.2 0.3 0.5 --lm_weights 0 0.2 0.4 --length_bonuses 0 0.5 1
+        --ctc_weights 0.2 0.3 0.5 --lm_weights 0 0.2 0.4 --length_bonuses 0 0.5 1 \\
+        [--ngram_lm demo/ngram/lm.arpa --ngram_weights 0.5 1 --word_bonuses 0 1 2] [--decoding ctc]
 
-Logs a table of CER / WER for every setting and the best one (lowest CER, then WER), and saves it into the model's
-`generation_config` (with `num_beams`, `length_penalty` and the LM's path), so that `generate()`, the ASR pipeline
-and `Seq2SeqTrainer` use it from then on. `--no_save` only reports.
+Logs a table of CER / WER for every setting and the best one (lowest WER with an n-gram LM, else lowest CER; then
+the other), and saves it into the model's `generation_config` (with `num_beams`, `length_penalty`, the neural LM's
+path and the n-gram LM, copied into the model's directory and named relative to it), so that `generate()`, the ASR
+pipeline and `Seq2SeqTrainer` use it from then on. `--no_save` only reports.
 """
 
 import argparse
 import itertools
 import logging
+import shutil
 from pathlib import Path
 
 from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
@@ -21,32 +25,55 @@ from speechseq.evaluation import error_rates, transcribe
 logger = logging.getLogger("tune_decoding")
 
 
+NGRAM_FILE = "ngram_lm.arpa"  # the n-gram LM's name inside a model directory
+SEARCH_OPTIONS = ("decoding", "num_beams", "ctc_weight", "lm_weight", "length_bonus", "length_penalty", "ngram_weight",
+                  "word_bonus", "unk_penalty")  # fmt: skip
+
+
 def tune(model, processor, dataset, num_beams, ctc_weights, lm_weights, length_bonuses, lm=None,
-         length_penalty=0.0, batch_size=16) -> list[dict]:  # fmt: skip
-    """Every setting of the grid with its CER and WER on `dataset`, best first. LM weights other than 0 need `lm`."""
+         length_penalty=0.0, batch_size=16, ngram_lm=None, ngram_weights=(0.0,), word_bonuses=(0.0,),
+         unk_penalties=(-3.0,), decoding="attention") -> list[dict]:  # fmt: skip
+    """Every setting of the grid with its CER and WER on `dataset`, best first (by WER when an n-gram LM is in the
+    grid, its purpose; else by CER). LM weights other than 0 need `lm`, n-gram weights `ngram_lm`."""
     references = list(dataset["text"])
     results = []
-    for ctc_weight, lm_weight, length_bonus in itertools.product(ctc_weights, lm_weights, length_bonuses):
-        if lm_weight and lm is None:
+    grid = itertools.product(ctc_weights, lm_weights, length_bonuses, ngram_weights, word_bonuses, unk_penalties)
+    for ctc_weight, lm_weight, length_bonus, ngram_weight, word_bonus, unk_penalty in grid:
+        if (lm_weight and lm is None) or ((ngram_weight or word_bonus) and ngram_lm is None):
             continue
-        setting = {"num_beams": num_beams, "ctc_weight": ctc_weight, "lm_weight": lm_weight,
-                   "length_bonus": length_bonus, "length_penalty": length_penalty}  # fmt: skip
-        hypotheses, seconds = transcribe(model, processor, dataset, batch_size, lm=lm, **setting)
+        if decoding == "ctc" and (ctc_weight, lm_weight, length_bonus) != (ctc_weights[0], 0.0, length_bonuses[0]):
+            continue  # the CTC prefix search has none of these
+        if decoding == "ctc" and word_bonus and not ngram_weight:
+            continue
+        setting = {"decoding": decoding, "num_beams": num_beams, "ctc_weight": ctc_weight, "lm_weight": lm_weight,
+                   "length_bonus": length_bonus, "length_penalty": length_penalty, "ngram_weight": ngram_weight,
+                   "word_bonus": word_bonus, "unk_penalty": unk_penalty}  # fmt: skip
+        hypotheses, seconds = transcribe(model, processor, dataset, batch_size, lm=lm, ngram_lm=ngram_lm,
+                                         tokenizer=processor.tokenizer, **setting)  # fmt: skip
         results.append({**setting, **error_rates(references, hypotheses), "decode_s": seconds})
-        logger.info("ctc %.2f  lm %.2f  bonus %.2f: CER %.2f%%  WER %.2f%%", ctc_weight, lm_weight, length_bonus,
+        logger.info("ctc %.2f  lm %.2f  bonus %.2f  ngram %.2f  word bonus %.2f  unk %.1f: CER %.2f%%  WER %.2f%%",
+                    ctc_weight, lm_weight, length_bonus, ngram_weight, word_bonus, unk_penalty,
                     100 * results[-1]["cer"], 100 * results[-1]["wer"])  # fmt: skip
-    return sorted(results, key=lambda r: (r["cer"], r["wer"]))
+    by_words = ngram_lm is not None and any(ngram_weights)
+    return sorted(results, key=lambda r: (r["wer"], r["cer"]) if by_words else (r["cer"], r["wer"]))
 
 
-def save_setting(model_dir, setting: dict, lm=None) -> None:
+def save_setting(model_dir, setting: dict, lm=None, ngram_lm=None) -> None:
     """Write a setting's search options (those it has; scores and other keys are skipped) into the model's
-    generation_config.json, the LM by absolute path."""
+    generation_config.json: the neural LM by absolute path, the n-gram LM copied into the model's directory and
+    named relative to it (the setting then survives moving or copying the directory)."""
+    model_dir = Path(model_dir)
     model = SpeechSeqForConditionalGeneration.from_pretrained(model_dir)
     config = model.generation_config
-    for key in ("decoding", "num_beams", "ctc_weight", "lm_weight", "length_bonus", "length_penalty"):
+    for key in SEARCH_OPTIONS:
         if key in setting:
             setattr(config, key, setting[key])
     config.lm = str(Path(lm).resolve()) if lm and setting.get("lm_weight") else None
+    config.ngram_lm = None
+    if ngram_lm and (setting.get("ngram_weight") or setting.get("word_bonus")):
+        if Path(ngram_lm).resolve() != (model_dir / NGRAM_FILE).resolve():
+            shutil.copyfile(ngram_lm, model_dir / NGRAM_FILE)
+        config.ngram_lm = NGRAM_FILE
     config.save_pretrained(model_dir)
 
 
@@ -61,6 +88,11 @@ def main(argv=None):
     parser.add_argument("--lm_weights", type=float, nargs="+", default=[0.0, 0.2, 0.4])
     parser.add_argument("--length_bonuses", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     parser.add_argument("--length_penalty", type=float, default=0.0, help="0: no length normalisation (ESPnet's)")
+    parser.add_argument("--ngram_lm", help="a word n-gram LM, ARPA (examples/build_ngram_lm.py)")
+    parser.add_argument("--ngram_weights", type=float, nargs="+", default=[0.0])
+    parser.add_argument("--word_bonuses", type=float, nargs="+", default=[0.0])
+    parser.add_argument("--unk_penalties", type=float, nargs="+", default=[-3.0])
+    parser.add_argument("--decoding", choices=("attention", "ctc"), default="attention")
     parser.add_argument("--max_utterances", type=int, default=100)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--no_save", action="store_true")
@@ -72,16 +104,16 @@ def main(argv=None):
     dataset = load_corpus(args.corpus_dir)[args.split]
     dataset = dataset.select(range(min(args.max_utterances, len(dataset))))
     results = tune(model, processor, dataset, args.num_beams, args.ctc_weights, args.lm_weights, args.length_bonuses,
-                   args.lm, args.length_penalty, args.batch_size)  # fmt: skip
-    table = ["| ctc_weight | lm_weight | length_bonus | CER | WER |", "|---|---|---|---|---|"]
-    table += [f"| {r['ctc_weight']} | {r['lm_weight']} | {r['length_bonus']} | {r['cer']:.2%} | {r['wer']:.2%} |"
-              for r in results]  # fmt: skip
+                   args.lm, args.length_penalty, args.batch_size, args.ngram_lm, args.ngram_weights, args.word_bonuses,
+                   args.unk_penalties, args.decoding)  # fmt: skip
+    columns = ("ctc_weight", "lm_weight", "length_bonus", "ngram_weight", "word_bonus", "unk_penalty")
+    table = ["| " + " | ".join(columns) + " | CER | WER |", "|---" * (len(columns) + 2) + "|"]
+    table += ["| " + " | ".join(str(r[c]) for c in columns) + f" | {r['cer']:.2%} | {r['wer']:.2%} |" for r in results]
     logger.info("%s utterances of %s, %d beams:\n%s", len(dataset), args.split, args.num_beams, "\n".join(table))
     best = results[0]
-    logger.info("best: ctc_weight=%s lm_weight=%s length_bonus=%s", best["ctc_weight"], best["lm_weight"],
-                best["length_bonus"])  # fmt: skip
+    logger.info("best: %s", ", ".join(f"{c}={best[c]}" for c in columns))
     if not args.no_save:
-        save_setting(args.model_dir, best, args.lm)
+        save_setting(args.model_dir, best, args.lm, args.ngram_lm)
         logger.info("saved into %s/generation_config.json", args.model_dir)
     return results
 

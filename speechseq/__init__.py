@@ -22,6 +22,7 @@ from .modeling_speechseq import (
     SpeechSeqModel,
     SpeechSeqPreTrainedModel,
 )
+from .ngram_lm import WordLanguageModel, train_ngram_lm
 from .pipelines import SpeechSeqASRPipeline, register_pipeline
 from .processing_speechseq import SpeechSeqProcessor
 from .whisper_conversion import convert_ctranslate2_whisper
@@ -50,12 +51,14 @@ __all__ = [
     "SpeechSeqModel",
     "SpeechSeqPreTrainedModel",
     "SpeechSeqProcessor",
+    "WordLanguageModel",
     "convert_ctranslate2_whisper",
     "ctc_prefix_beam_search",
     "load_audio",
     "load_tokenizer",
     "normalize_text",
     "special_token_ids",
+    "train_ngram_lm",
     "train_tokenizer",
 ]
 

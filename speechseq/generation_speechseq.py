@@ -4,6 +4,7 @@ The search knows nothing of layers (as Whisper's `decoding.py` and ESPnet's `bea
 that share one interface, and ranks hypotheses by the weighted sum of their scores:
 
     score(y) = (1 - ctc_weight) log p_att(y|x) + ctc_weight log p_ctc(y|x) + lm_weight log p_lm(y) + length_bonus |y|
+               + ngram_weight log p_ngram(words(y)) + word_bonus |words(y)|
 
 (Watanabe et al., 2017, "Hybrid CTC/attention architecture for end-to-end speech recognition"; Kannan et al., 2018,
 "An analysis of incorporating an external language model into a sequence-to-sequence model"). A new fusion method is
@@ -32,6 +33,8 @@ __all__ = [
     "CTCPrefixScorer",
     "LMScorer",
     "LengthBonus",
+    "NgramScorer",
+    "WordBonus",
     "beam_search",
     "ctc_prefix_beam_search",
     "check_fusion_lm",
@@ -64,6 +67,9 @@ class BeamSearchOptions:
     repetition_penalty: float = 1.0  # on the decoder's log-probs of tokens already in the hypothesis (transformers')
     max_new_tokens: int = 447  # longest output; each utterance is also capped at its number of encoder frames
     pre_beam_ratio: float = 1.5  # partial scorers (CTC) score only the best pre_beam_ratio * num_beams tokens
+    ngram_weight: float = 0.0  # weight of the word n-gram LM's log-probabilities (`NgramScorer`)
+    unk_penalty: float = -3.0  # n-gram score of each character spelled outside the n-gram LM's words
+    word_bonus: float = 0.0  # added per completed word: counters the n-gram's bias to few, long words
 
     def __post_init__(self):
         _verify_options(self)
@@ -85,6 +91,10 @@ def _verify_options(options: BeamSearchOptions):
         raise ValueError(f"ctc_weight must be in [0, 1], got {options.ctc_weight!r}")
     if options.lm_weight < 0:
         raise ValueError(f"lm_weight must be >= 0, got {options.lm_weight!r}")
+    if options.ngram_weight < 0:
+        raise ValueError(f"ngram_weight must be >= 0, got {options.ngram_weight!r}")
+    if options.unk_penalty > 0:
+        raise ValueError(f"unk_penalty must be <= 0 (a cost), got {options.unk_penalty!r}")
     if options.temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {options.temperature!r}")
     if options.repetition_penalty <= 0:
@@ -223,6 +233,140 @@ class LengthBonus(Scorer):
 
     def score(self, tokens, state):
         return torch.ones(tokens.shape[0], self.vocab_size, device=tokens.device), state
+
+
+@dataclass
+class _NgramState:
+    contexts: list  # per row, the n-gram LM's state after the row's completed words
+    partials: list[str]  # per row, the word being spelled
+    after: list | None = None  # after score(): per row, the LM state once the partial word is completed
+
+
+class NgramScorer(Scorer):
+    """ln p(words) from a word n-gram LM, for hypotheses of characters or BPE pieces (word-level shallow fusion, as
+    pyctcdecode's and ESPnet's word LMs), with a unigram look-ahead inside words.
+
+    A word is paid for as it is spelled, not only when it ends: a partial word scores the look-ahead ln of the
+    unigram probability of all the words it begins (0 for nothing spelled), so each character costs what it narrows
+    the choice of words by (the LM look-ahead of WFST decoders; Hori et al., 2018, do the same with a word RNN LM). A
+    token that starts a word (a space, a `▁` piece) or `[EOS]` completes the word and swaps its look-ahead for its
+    real probability given the words before (`[EOS]` adds `</s>` too). A spelling of no known word scores ln
+    p(<unk>), and each character past its longest prefix of a known word `unk_penalty` more, kept when the word
+    completes (KenLM's `<unk>` probability then): out-of-vocabulary words stay possible but cost by their length.
+    Without a cost while a word is spelled, a beam search with a length bonus runs on in one endless unknown word
+    instead of paying for real ones.
+
+    The total over a finished hypothesis: the LM's log-probability of its words and `</s>`, plus `unk_penalty` per
+    character spelled outside the LM's vocabulary.
+
+    Args:
+        lm: a [`~speechseq.ngram_lm.WordLanguageModel`] (`begin`, `score_word`, `score_end`, `words`, `prefixes`,
+            `unk_unigram`).
+        pieces (`list`): per token id, `None` (special token) or `(starts_word, text)` (`ngram_lm.word_pieces`).
+        eos_token_id (`int`): the end token.
+        unk_penalty (`float`, defaults to -3): the cost of a character outside the LM's words, in natural log units.
+    """
+
+    def __init__(self, lm, pieces: list, eos_token_id: int, unk_penalty: float = -3.0):
+        self.lm, self.pieces, self.eos, self.unk_penalty = lm, pieces, eos_token_id, unk_penalty
+        self.starts = torch.tensor([piece is not None and piece[0] for piece in pieces])
+        self._rows: dict[str, torch.Tensor] = {}  # partial word -> (vocab,) score of each token but the word's own
+        self._unknown: dict[str, int] = {}
+
+    def unknown_characters(self, partial: str) -> int:
+        """Characters of `partial` past its longest prefix of a known word."""
+        if partial not in self._unknown:
+            known = len(partial)
+            while known and partial[:known] not in self.lm.prefixes:
+                known -= 1
+            self._unknown[partial] = len(partial) - known
+        return self._unknown[partial]
+
+    def look_ahead(self, partial: str) -> float:
+        """The provisional score of a partial word."""
+        if not partial:
+            return 0.0
+        if partial in self.lm.prefixes:
+            return self.lm.prefixes[partial]
+        return self.lm.unk_unigram + self.unknown_characters(partial) * self.unk_penalty
+
+    def complete(self, context, partial: str):
+        """(score, LM state after it) of `partial` completed as a word: ln p(partial | context), and `unk_penalty`
+        per unknown character; nothing to complete scores 0."""
+        if not partial:
+            return 0.0, context
+        score, after = self.lm.score_word(context, partial)
+        return score + self.unknown_characters(partial) * self.unk_penalty, after
+
+    def extend(self, hypothesis: tuple, token: int) -> tuple[float, int, tuple]:
+        """One hypothesis `(LM state, partial word)` extended by `token`: (score, words completed, new hypothesis)."""
+        context, partial = hypothesis
+        piece = self.pieces[token]
+        if piece is None and token != self.eos:
+            return 0.0, 0, hypothesis
+        score, after = self.complete(context, partial)
+        if token == self.eos:
+            return score - self.look_ahead(partial) + self.lm.score_end(after), int(bool(partial)), (after, "")
+        starts, text = piece
+        if starts:
+            return score - self.look_ahead(partial) + self.look_ahead(text), int(bool(partial)), (after, text)
+        return self.look_ahead(partial + text) - self.look_ahead(partial), 0, (context, partial + text)
+
+    def init_state(self, utterances):
+        rows = utterances.shape[0]
+        return _NgramState([self.lm.begin()] * rows, [""] * rows)
+
+    def _row(self, partial: str) -> torch.Tensor:
+        """Each token's score after `partial`, but for the completed word's own score (added per row)."""
+        if partial not in self._rows:
+            old = self.look_ahead(partial)
+            scores = [0.0 if piece is None else self.look_ahead(piece[1] if piece[0] else partial + piece[1]) - old
+                      for piece in self.pieces]  # fmt: skip
+            self._rows[partial] = torch.tensor(scores)
+        return self._rows[partial]
+
+    def score(self, tokens, state):
+        completed, after, end = [], [], []
+        for context, partial in zip(state.contexts, state.partials):
+            score, context_after = self.complete(context, partial)
+            completed.append(score)
+            after.append(context_after)
+            end.append(score - self.look_ahead(partial) + self.lm.score_end(context_after))
+        scores = torch.stack([self._row(partial) for partial in state.partials]).to(tokens.device)
+        starts = self.starts.to(tokens.device)
+        scores = scores + starts[None] * torch.tensor(completed, device=tokens.device)[:, None]
+        scores[:, self.eos] = torch.tensor(end, device=tokens.device)
+        state.after = after
+        return scores, state
+
+    def select_state(self, state, rows, tokens):
+        rows = rows.tolist()
+        if state.after is None:  # rows only (the search dropping finished utterances)
+            return _NgramState([state.contexts[r] for r in rows], [state.partials[r] for r in rows])
+        contexts, partials = [], []
+        for r, token in zip(rows, tokens.tolist()):
+            piece = self.pieces[token]
+            if token == self.eos or (piece is not None and piece[0]):
+                contexts.append(state.after[r])
+                partials.append("" if piece is None else piece[1])
+            else:
+                contexts.append(state.contexts[r])
+                partials.append(state.partials[r] + ("" if piece is None else piece[1]))
+        return _NgramState(contexts, partials)
+
+
+class WordBonus(Scorer):
+    """+1 for each word a token completes (a word-starting token or `[EOS]` after a token with text): with
+    `word_bonus` as its weight, the word insertion bonus of n-gram decoding (pyctcdecode's beta)."""
+
+    def __init__(self, pieces: list, eos_token_id: int):
+        self.has_text = torch.tensor([piece is not None and piece[1] != "" for piece in pieces])
+        self.ends = torch.tensor([piece is not None and piece[0] for piece in pieces])
+        self.ends[eos_token_id] = True
+
+    def score(self, tokens, state):
+        has_text, ends = self.has_text.to(tokens.device), self.ends.to(tokens.device)
+        return (has_text[tokens[:, -1]][:, None] & ends[None]).float(), state
 
 
 @dataclass
@@ -479,22 +623,31 @@ def ctc_prefix_beam_search(
     blank_token_id: int,
     excluded_token_ids=(),
     num_return_sequences: int = 1,
+    ngram: "NgramScorer | None" = None,
+    ngram_weight: float = 0.0,
+    word_bonus: float = 0.0,
 ) -> tuple[list[list[list[int]]], list[list[float]]]:
-    """Frame-synchronous CTC prefix beam search (Hannun et al., 2014, without a language model): the fastest search,
-    for `generate(decoding="ctc", num_beams>1)`.
+    """Frame-synchronous CTC prefix beam search (Hannun et al., 2014), optionally with a word n-gram LM: the
+    fastest search, for `generate(decoding="ctc", num_beams>1)` (and `ngram_lm=`).
 
     At each frame each prefix keeps two log-probs, of its alignments ending in a blank and in its last label; it is
-    extended by the `num_beams` likeliest tokens of the frame, and the `num_beams` best prefixes survive.
+    extended by the `num_beams` likeliest tokens of the frame, and the `num_beams` best prefixes survive, ranked by
+    log p_ctc + ngram_weight * log p_ngram(words) + word_bonus * words (the n-gram scored word by word as a prefix
+    grows, with `NgramScorer.extend`, as pyctcdecode does; the sentence end is scored after the last frame).
 
     Returns:
-        per utterance, the `num_return_sequences` best label sequences and their log p_ctc(y | x).
+        per utterance, the `num_return_sequences` best label sequences and their fused scores (log p_ctc(y | x)
+        without an n-gram LM).
     """
     banned = {blank_token_id, *excluded_token_ids}
     x = log_probs.double().cpu()
     k = min(num_beams + len(banned), x.shape[-1])
+    fused = ngram is not None and (ngram_weight or word_bonus)
     all_sequences, all_scores = [], []
     for b in range(x.shape[0]):
         beams = {(): (0.0, NEG_INF)}  # prefix -> (log p ending in blank, log p ending in its last label)
+        # prefix -> (weighted n-gram score and word bonus so far, the n-gram hypothesis)
+        words = {(): (0.0, (ngram.lm.begin(), ""))} if fused else None
         top_tokens = x[b, : int(lengths[b])].topk(k, dim=-1).indices.tolist()
         for t, frame in enumerate(x[b, : int(lengths[b])].tolist()):
             extended: dict[tuple, list[float]] = {}
@@ -508,11 +661,25 @@ def ctc_prefix_beam_search(
                     # after a blank, a repeat of the last label is a new label; right after it, it is the same one
                     through = blank if prefix and c == prefix[-1] else _logaddexp(blank, label)
                     _add(extended, prefix + (c,), NEG_INF, through + frame[c])
-            ranked = sorted(extended.items(), key=lambda item: -_logaddexp(*item[1]))
+                    if fused and prefix + (c,) not in words:
+                        score, completed, hypothesis = ngram.extend(words[prefix][1], c)
+                        words[prefix + (c,)] = (words[prefix][0] + ngram_weight * score + word_bonus * completed,
+                                                hypothesis)  # fmt: skip
+            bonus = (lambda prefix: words[prefix][0]) if fused else (lambda prefix: 0.0)
+            ranked = sorted(extended.items(), key=lambda item: -(_logaddexp(*item[1]) + bonus(item[0])))
             beams = {prefix: tuple(scores) for prefix, scores in ranked[:num_beams]}
-        best = sorted(beams.items(), key=lambda item: -_logaddexp(*item[1]))[:num_return_sequences]
+            if fused:
+                words = {prefix: words[prefix] for prefix in beams}
+        if fused:  # the last word and the sentence end
+            final = {}
+            for prefix in beams:
+                score, completed, _ = ngram.extend(words[prefix][1], ngram.eos)
+                final[prefix] = words[prefix][0] + ngram_weight * score + word_bonus * completed
+        else:
+            final = dict.fromkeys(beams, 0.0)
+        best = sorted(beams.items(), key=lambda item: -(_logaddexp(*item[1]) + final[item[0]]))[:num_return_sequences]
         all_sequences.append([list(prefix) for prefix, _ in best])
-        all_scores.append([_logaddexp(*scores) for _, scores in best])
+        all_scores.append([_logaddexp(*scores) + final[prefix] for prefix, scores in best])
     return all_sequences, all_scores
 
 

@@ -30,10 +30,13 @@ from .generation_speechseq import (
     DecoderScorer,
     LengthBonus,
     LMScorer,
+    NgramScorer,
+    WordBonus,
     beam_search,
     check_fusion_lm,
     ctc_prefix_beam_search,
 )
+from .ngram_lm import WordLanguageModel, word_pieces
 
 __all__ = [
     "SpeechSeqPreTrainedModel",
@@ -771,6 +774,7 @@ class SpeechSeqModel(SpeechSeqPreTrainedModel):
 _SEARCH_DEFAULTS = {
     "num_beams": 1, "num_return_sequences": 1, "ctc_weight": 0.0, "lm_weight": 0.0, "length_bonus": 0.0,
     "length_penalty": 1.0, "early_stopping": False, "temperature": 1.0, "repetition_penalty": 1.0,
+    "ngram_weight": 0.0, "unk_penalty": -3.0, "word_bonus": 0.0,
 }  # fmt: skip
 # What transformers' callers pass to generate() that speechseq's searches do not need: Seq2SeqTrainer's
 # prediction_step adds `labels` and `synced_gpus`; the ASR pipeline and users may ask for cache and sampling settings.
@@ -984,6 +988,8 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         generation_config: GenerationConfig | None = None,
         decoding: str | None = None,
         lm=None,
+        ngram_lm=None,
+        tokenizer=None,
         **kwargs,
     ):
         r"""
@@ -1006,6 +1012,15 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
                 `AutoModelForCausalLM` with the ASR model's vocabulary and special tokens.
             lm_weight (`float`, defaults to 0): weight of the language model's log-probabilities.
             length_bonus (`float`, defaults to 0): score added per token.
+            ngram_lm (`str`, `os.PathLike` or `WordLanguageModel`, *optional*): a word n-gram LM, ARPA or KenLM binary
+                (`speechseq.train_ngram_lm`, `examples/build_ngram_lm.py`), fused word by word into the beam search
+                and into the CTC prefix search. Saved in `generation_config` as a path relative to the model's
+                directory (the file inside it), so that the setting survives moving or copying the directory.
+            ngram_weight (`float`, defaults to 0): weight of its log-probabilities.
+            unk_penalty (`float`, defaults to -3): its score of each character spelled outside its words.
+            word_bonus (`float`, defaults to 0): score added per completed word.
+            tokenizer (`PreTrainedTokenizerBase`, *optional*): the model's tokenizer, which the n-gram LM needs to
+                read tokens as words; by default the one saved in the model's directory.
             num_return_sequences, length_penalty, early_stopping, temperature, repetition_penalty, max_new_tokens,
                 max_length, return_dict_in_generate: transformers' meanings (see `BeamSearchOptions`). The length
                 is capped at `max_target_positions - 1` new tokens (the pipeline asks for 256 whatever the model)
@@ -1040,6 +1055,8 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         decoding = decoding or setting("decoding", "attention")
         options = {name: setting(name, default) for name, default in _SEARCH_DEFAULTS.items()}
         lm = lm if lm is not None else setting("lm", None)
+        if ngram_lm is None and getattr(config, "ngram_lm", None):
+            ngram_lm = self._in_model_dir(config.ngram_lm)
         return_dict = setting("return_dict_in_generate", False)
         # One token per encoder frame at most (CTC's bound, and a stop for a decoder that loops), plus [EOS].
         most = int(encoder_lengths(self.config, frame_lengths(input_features, attention_mask)).max()) + 1
@@ -1048,8 +1065,10 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
             raise ValueError(f"decoding must be 'attention' or 'ctc', got {decoding!r}")
         if options["lm_weight"] and lm is None:
             raise ValueError("lm_weight > 0 needs a language model: pass lm=<model or directory>")
+        if (options["ngram_weight"] or options["word_bonus"]) and ngram_lm is None:
+            raise ValueError("ngram_weight and word_bonus need a word n-gram LM: pass ngram_lm=<ARPA file>")
 
-        fused = options["ctc_weight"] or options["lm_weight"] or options["length_bonus"]
+        fused = any(options[name] for name in ("ctc_weight", "lm_weight", "length_bonus", "ngram_weight", "word_bonus"))
         if decoding == "attention" and options["num_beams"] == 1 and not fused:
             # transformers' greedy search: the fast path (and every one of its own options)
             kwargs.pop("max_length", None)
@@ -1068,11 +1087,66 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         if kwargs.get("do_sample"):
             raise ValueError("speechseq's beam search does not sample: do_sample must be False")
         search = BeamSearchOptions(max_new_tokens=max_new_tokens, **options)
+        words = self._word_scorers(ngram_lm, tokenizer, search, decoding)
         if decoding == "ctc":
-            output = self._ctc_search(input_features, attention_mask, search)
+            output = self._ctc_search(input_features, attention_mask, search, words)
         else:
-            output = self._joint_search(input_features, attention_mask, search, self._fusion_lm(lm, search.lm_weight))
+            output = self._joint_search(input_features, attention_mask, search, self._fusion_lm(lm, search.lm_weight),
+                                        words)  # fmt: skip
         return output if return_dict else output.sequences
+
+    def _in_model_dir(self, path) -> str:
+        """A relative path saved in the generation config names a file in the model's directory."""
+        if os.path.isabs(path) or not os.path.isdir(self.name_or_path):
+            return path
+        return os.path.join(self.name_or_path, path)
+
+    def _word_scorers(self, ngram_lm, tokenizer, options: BeamSearchOptions, decoding: str) -> dict:
+        """The n-gram LM's scorer and the word bonus, as the options ask for them (loaded once per file)."""
+        if not options.ngram_weight and not options.word_bonus:
+            return {}
+        if not options.ngram_weight and decoding == "ctc":
+            raise ValueError("the CTC prefix search counts words for the n-gram LM only: word_bonus needs ngram_weight > 0")
+        if tokenizer is None:
+            if not os.path.isdir(self.name_or_path):
+                raise ValueError("the n-gram LM reads tokens as words: pass tokenizer= (the model's tokenizer), or "
+                                 "load the model from a directory that holds it")  # fmt: skip
+            key = ("tokenizer", self.name_or_path)
+            if key not in self._loaded_lms:
+                from .tokenization_speechseq import load_tokenizer
+
+                self._loaded_lms[key] = load_tokenizer(self.name_or_path)
+            tokenizer = self._loaded_lms[key]
+        if len(tokenizer) != self.config.vocab_size:
+            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens, the model {self.config.vocab_size}")
+        pieces = word_pieces(tokenizer)
+        scorers = {"word_bonus": WordBonus(pieces, self.config.eos_token_id)} if options.word_bonus else {}
+        if options.ngram_weight:
+            if isinstance(ngram_lm, WordLanguageModel):
+                key = ("ngram", id(ngram_lm))
+                self._loaded_lms.setdefault(key, ngram_lm)
+            else:
+                key = ("ngram", os.path.abspath(ngram_lm))
+                if key not in self._loaded_lms:
+                    self._loaded_lms[key] = WordLanguageModel(ngram_lm)
+            if ("spelling checked", key) not in self._loaded_lms:
+                self._loaded_lms[key].check_spelling(pieces)
+                self._loaded_lms[("spelling checked", key)] = True
+            scorers["ngram"] = NgramScorer(self._loaded_lms[key], pieces, self.config.eos_token_id, options.unk_penalty)
+        return scorers
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' `save_pretrained`; a word n-gram LM that the generation config names inside the model's
+        directory is copied along, so that the saved setting stays valid."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        ngram_lm = getattr(self.generation_config, "ngram_lm", None)
+        if ngram_lm and not os.path.isabs(ngram_lm):
+            source, target = self._in_model_dir(ngram_lm), os.path.join(save_directory, ngram_lm)
+            if os.path.isfile(source) and not os.path.exists(target):
+                import shutil
+
+                os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+                shutil.copyfile(source, target)
 
     def _max_new_tokens(self, kwargs: dict, config: GenerationConfig) -> int:
         """New tokens to allow: `max_new_tokens`, else `max_length - 1`, else all; never past the decoder's length."""
@@ -1110,7 +1184,8 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         return self.lm_head(hidden[:, -1])
 
     @torch.no_grad()
-    def _joint_search(self, input_features, attention_mask, options: BeamSearchOptions, lm) -> SpeechSeqGenerateOutput:
+    def _joint_search(self, input_features, attention_mask, options: BeamSearchOptions, lm,
+                      words: dict) -> SpeechSeqGenerateOutput:  # fmt: skip
         encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
         T = encoder_hidden_states.shape[1]
         encoder_mask = None if attention_mask is None else lengths_to_mask(lengths, T)
@@ -1118,7 +1193,8 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         scorers = {"decoder": DecoderScorer(self, encoder_hidden_states, encoder_mask, options.temperature,
                                             options.repetition_penalty)}  # fmt: skip
         weights = {"decoder": 1.0 - options.ctc_weight, "ctc": options.ctc_weight, "lm": options.lm_weight,
-                   "length_bonus": options.length_bonus}  # fmt: skip
+                   "length_bonus": options.length_bonus, "ngram": options.ngram_weight,
+                   "word_bonus": options.word_bonus}  # fmt: skip
         if options.ctc_weight:
             scorers["ctc"] = CTCPrefixScorer(self.ctc_log_probs(encoder_hidden_states), lengths, c.blank_token_id,
                                              c.eos_token_id, (c.pad_token_id, c.decoder_start_token_id))  # fmt: skip
@@ -1126,6 +1202,7 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
             scorers["lm"] = LMScorer(lm)
         if options.length_bonus:
             scorers["length_bonus"] = LengthBonus(c.vocab_size)
+        scorers.update(words)
         # CTC gives every token a frame of its own: no transcript is longer than the encoder's frames (plus [EOS]).
         limits = (lengths + 1).clamp(max=options.max_new_tokens)
         output = beam_search(
@@ -1137,12 +1214,14 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         )
 
     @torch.no_grad()
-    def _ctc_search(self, input_features, attention_mask, options: BeamSearchOptions) -> SpeechSeqGenerateOutput:
-        """The CTC head alone: the best path (one beam; repeats merged, blanks dropped) or prefix beam search."""
+    def _ctc_search(self, input_features, attention_mask, options: BeamSearchOptions,
+                    words: dict) -> SpeechSeqGenerateOutput:  # fmt: skip
+        """The CTC head alone: the best path (one beam, no n-gram LM; repeats merged, blanks dropped) or prefix beam
+        search (with the n-gram LM and word bonus when `words` has them)."""
         encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
         log_probs = self.ctc_log_probs(encoder_hidden_states)
         c = self.config
-        if options.num_beams == 1:
+        if options.num_beams == 1 and not words:
             best = log_probs.argmax(dim=-1)  # (B, frames)
             keep = (best != c.blank_token_id) & lengths_to_mask(lengths, best.shape[1])
             keep[:, 1:] &= best[:, 1:] != best[:, :-1]  # a repeat merges with the frame before it
@@ -1150,8 +1229,10 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
             scores = [None] * len(labels)
         else:
             excluded = (c.pad_token_id, c.decoder_start_token_id, c.eos_token_id)
-            nbest, nbest_scores = ctc_prefix_beam_search(log_probs, lengths, options.num_beams, c.blank_token_id,
-                                                         excluded, options.num_return_sequences)  # fmt: skip
+            nbest, nbest_scores = ctc_prefix_beam_search(
+                log_probs, lengths, options.num_beams, c.blank_token_id, excluded, options.num_return_sequences,
+                words.get("ngram"), options.ngram_weight, options.word_bonus,
+            )  # fmt: skip
             labels = [y for hypotheses in nbest for y in hypotheses]
             scores = [score for hypotheses in nbest_scores for score in hypotheses]
         sequences = [[c.decoder_start_token_id, *y[: options.max_new_tokens - 1], c.eos_token_id] for y in labels]
@@ -1160,7 +1241,7 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         sequences_scores = None if scores[0] is None else torch.tensor(scores, device=log_probs.device)
         return SpeechSeqGenerateOutput(
             sequences=torch.tensor(padded, device=log_probs.device), sequences_scores=sequences_scores,
-            scorer_scores=None if sequences_scores is None else {"ctc": sequences_scores},
+            scorer_scores=None if sequences_scores is None or words else {"ctc": sequences_scores},
         )  # fmt: skip
 
     def get_output_embeddings(self):

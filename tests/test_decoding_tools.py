@@ -66,3 +66,32 @@ def test_tune_decoding_ranks_the_grid_and_saves_the_best(trained_dir, signals, t
     tune_decoding.save_setting(model_dir, {**results[0], "ctc_weight": 0.4})
     saved = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).generation_config
     assert (saved.num_beams, saved.ctc_weight, saved.length_bonus, saved.lm) == (2, 0.4, 0.0, None)
+
+
+def test_tune_decoding_with_an_ngram_lm_saves_it_inside_the_model(trained_dir, signals, tmp_path):
+    from speechseq.ngram_lm import train_ngram_lm
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained_dir, model_dir)
+    ngram_lm = train_ngram_lm(text_file(tmp_path / "text.txt").read_text().splitlines(), tmp_path / "lm" / "w.arpa")
+    model = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).eval()
+    processor = SpeechSeqProcessor.from_pretrained(model_dir)
+    dataset = signals_dataset(signals)
+    results = tune_decoding.tune(model, processor, dataset, 2, [0.3], [0.0], [0.0], ngram_lm=str(ngram_lm),
+                                 ngram_weights=[0.0, 0.5], word_bonuses=[0.0, 1.0])  # fmt: skip
+    assert sorted((r["ngram_weight"], r["word_bonus"]) for r in results) == [(0, 0), (0, 1), (0.5, 0), (0.5, 1)]
+    assert [r["wer"] for r in results] == sorted(r["wer"] for r in results)  # ranked by WER with an n-gram LM
+    tune_decoding.save_setting(model_dir, {**results[0], "ngram_weight": 0.5}, ngram_lm=str(ngram_lm))
+    saved = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).generation_config
+    assert (saved.ngram_lm, saved.ngram_weight) == ("ngram_lm.arpa", 0.5)
+    assert (model_dir / "ngram_lm.arpa").read_bytes() == ngram_lm.read_bytes()
+
+
+def test_the_demo_script_loads_and_its_decodings_name_their_models():
+    import demo  # its constants are read at import: a name used before it is defined fails here, not after training
+
+    decodings = demo.decodings(Path("lm"), Path("ngram/lm.arpa"), demo.WHISPER_BEAM)
+    assert decodings["beam 10 + CTC + LM"]["lm"] == "lm"
+    assert decodings["beam 10 + CTC + n-gram"]["ngram_lm"] == str(Path("ngram/lm.arpa"))
+    assert decodings["beam 10 + CTC"]["ctc_weight"] == 0.6
+    assert {demo._key(name) for name in decodings} >= {"beam10_ctc_ngram", "ctc_beam10_ngram", "greedy_ctc"}
