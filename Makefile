@@ -72,10 +72,10 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	touch $@
 
 # the whole benchmark suite, small (a sanity check, about 10 minutes) or full (the README's figures, hours)
-bench: $(VENV)/.bench-installed system-packages
+bench: $(VENV)/.bench-installed system-packages kenlm
 	$(BIN)/python bench/run.py --quick
 
-bench-full: $(VENV)/.bench-installed system-packages
+bench-full: $(VENV)/.bench-installed system-packages kenlm
 	$(BIN)/python bench/run.py --full
 
 clean:

@@ -8,8 +8,10 @@ Each model trains in a process of its own until `--minutes` are spent (`--max_tr
 schedule (warm-up, cosine) is sized to the steps it can take in that time, from the training-throughput benchmark's
 measured rate (`--throughput`) or `--max_steps`. SpecAugment is off for both (Speech2Text has none; at these budgets
 it slows learning). Then, for speechseq: a character language model (`examples/run_lm.py`, not counted in the
-budget), fusion weights tuned on dev (`examples/tune_decoding.py`), and decoding of `test_seen` / `test_unseen`:
-  speechseq   greedy (attention decoder), greedy_ctc (the CTC head), best (beam + CTC + LM, the tuned weights)
+budget), fusion weights tuned on dev (`examples/tune_decoding.py`), a word 4-gram LM (`examples/build_ngram_lm.py`,
+seconds) with its weight tuned on dev over the tuned setting, and decoding of `test_seen` / `test_unseen`:
+  speechseq   greedy (attention decoder), greedy_ctc (the CTC head), best (beam + CTC + LM, the tuned weights),
+              best_ngram (the same + the word n-gram LM)
   speech2text greedy, beam10 (transformers' beam search: its best)
 Written to `bench/results/equal_budget.json`. `--decode_only` decodes the models, language model and tuned setting
 already in `--work_dir` again (after a change to decoding: no retraining), keeping the training figures of the
@@ -34,6 +36,8 @@ from common import RESULTS, builtin_generate, run_process, write_results
 logger = logging.getLogger("bench.equal_budget")
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
+TUNED = ("num_beams", "ctc_weight", "lm_weight", "length_bonus", "length_penalty")
+TUNED_WITHOUT_NGRAM = "tuned_without_ngram.json"
 # the demo's language model recipe (examples/demo.py)
 LM = {"d_model": 128, "decoder_layers": 2, "decoder_ffn_dim": 512, "dropout": 0.0}
 
@@ -98,6 +102,7 @@ def main():
     parser.add_argument("--ctc_weights", type=float, nargs="+", default=[0.5, 0.7])
     parser.add_argument("--lm_weights", type=float, nargs="+", default=[0.0, 0.15, 0.3])
     parser.add_argument("--length_bonuses", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--ngram_weights", type=float, nargs="+", default=[0.5, 0.8, 1.0])
     parser.add_argument("--tune_utterances", type=int, default=100)
     parser.add_argument("--eval_utterances", type=int, default=None, help="per test split (default: all)")
     parser.add_argument("--output", help="default: bench/results/equal_budget.json")
@@ -143,6 +148,21 @@ def train_all(args, work: Path) -> dict:
         "--ctc_weights", *map(str, args.ctc_weights), "--lm_weights", *map(str, args.lm_weights),
         "--length_bonuses", *map(str, args.length_bonuses),
     ], work / "tune.log")  # fmt: skip
+
+    # the best setting without a word LM stays the "best" row; the n-gram's weight is tuned on top of it
+    tuned = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).generation_config
+    (work / TUNED_WITHOUT_NGRAM).write_text(json.dumps({key: getattr(tuned, key) for key in (*TUNED, "lm")}))
+    ngram_lm = work / "ngram" / "lm.arpa"
+    logger.info("building the word n-gram LM and tuning its weight on dev")
+    run_process([sys.executable, str(EXAMPLES / "build_ngram_lm.py"), "--corpus_dir", args.corpus_dir, "--output",
+                 str(ngram_lm)], work / "ngram.log")  # fmt: skip
+    run_process([
+        sys.executable, str(EXAMPLES / "tune_decoding.py"), "--model_dir", str(model_dir), "--corpus_dir",
+        args.corpus_dir, "--lm", str(lm_dir), "--max_utterances", str(args.tune_utterances),
+        "--num_beams", str(tuned.num_beams), "--ctc_weights", str(tuned.ctc_weight), "--lm_weights",
+        str(tuned.lm_weight), "--length_bonuses", str(tuned.length_bonus), "--ngram_lm", str(ngram_lm),
+        "--ngram_weights", *map(str, args.ngram_weights),
+    ], work / "tune_ngram.log")  # fmt: skip
     return training
 
 
@@ -150,8 +170,10 @@ def decode_all(args, work: Path, training: dict) -> dict:
     """Decode `test_seen` and `test_unseen` with both models every way the comparison uses: the report."""
     model_dir = work / "speechseq"
     ours = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).eval()
-    tuned = {key: getattr(ours.generation_config, key)
-             for key in ("num_beams", "ctc_weight", "lm_weight", "length_bonus", "length_penalty")}  # fmt: skip
+    tuned = {key: getattr(ours.generation_config, key, None) for key in (*TUNED, "ngram_weight")}
+    without_ngram = work / TUNED_WITHOUT_NGRAM  # the setting before the n-gram's tuning (absent in older work dirs)
+    best = json.loads(without_ngram.read_text()) if without_ngram.is_file() else {}
+    best = {**best, "ngram_weight": 0.0, "word_bonus": 0.0}
     theirs = AutoModelForSpeechSeq2Seq.from_pretrained(work / "speech2text").eval()
     processors = {name: SpeechSeqProcessor.from_pretrained(work / name) for name in ("speechseq", "speech2text")}
     corpus = load_corpus(args.corpus_dir)
@@ -168,7 +190,8 @@ def decode_all(args, work: Path, training: dict) -> dict:
         records += [
             ours_on("greedy", num_beams=1, ctc_weight=0.0, lm_weight=0.0, length_bonus=0.0),
             ours_on("greedy_ctc", decoding="ctc", num_beams=1),
-            ours_on("best"),  # the generation_config tune_decoding.py saved: the tuned search and its LM
+            ours_on("best", **best),  # the tuned search and its LM, without the word n-gram LM
+            *([ours_on("best_ngram")] if tuned["ngram_weight"] else []),  # the saved generation_config
             theirs_on("greedy", num_beams=1),
             theirs_on("beam10", num_beams=10),
         ]

@@ -61,9 +61,22 @@ def steps(size: dict, work: Path, results: Path) -> list[tuple[str, list[str]]]:
                           "--length_bonuses", *size["length_bonuses"], "--tune_utterances",
                           str(size["tune_utterances"])]),
         ("decoding", [python, str(here / "decoding.py"), "--model_dir", str(model), "--corpus_dir", corpus, "--lm",
-                      str(lm)]),
+                      str(lm), "--ngram_lm", str(work / "equal_budget" / "ngram" / "lm.arpa")]),
         ("pretrained", [python, str(here / "pretrained.py"), "--corpus_dir", corpus, "--model_dir", str(model),
                         "--lm", str(lm)]),
+    ]  # fmt: skip
+
+
+def ngram_rows(accuracy, method: dict, beam: str, met) -> list[tuple]:
+    """The word n-gram LM's rows: WER with it against the best decoding without it, and its decoding time."""
+    best, with_ngram = accuracy("speechseq", "best"), accuracy("speechseq", "best_ngram")
+    plain, fused = method[beam + "_ctc"], method[beam + "_ctc_ngram"]
+    return [
+        ("`test_unseen` WER with the word n-gram LM", f"{with_ngram['wer']:.1%} (CER {with_ngram['cer']:.1%})",
+         f"best without it {best['wer']:.1%} (CER {best['cer']:.1%})", f"{with_ngram['wer'] / best['wer'] - 1:+.0%}",
+         f"<= -30%, CER not higher: {met(with_ngram['wer'] <= 0.7 * best['wer'] and with_ngram['cer'] <= best['cer'])}"),
+        (f"decoding time, {beam} + CTC + n-gram", f"RTF {fused['rtf']:.4f}", f"without it {plain['rtf']:.4f}",
+         f"{fused['rtf'] / plain['rtf']:.2f}", f"<= 2: {met(fused['rtf'] <= 2 * plain['rtf'])}"),
     ]  # fmt: skip
 
 
@@ -114,6 +127,7 @@ def summary(results: Path) -> str:
         (f"decoding memory, {beam} (decoder alone), peak RSS", f"{method[beam]['peak_rss_mb']:.0f} MB",
          f"transformers' beam search {method['hf_' + beam]['peak_rss_mb']:.0f} MB",
          f"{method[beam]['peak_rss_mb'] / method['hf_' + beam]['peak_rss_mb']:.2f}", ""),
+        *(ngram_rows(accuracy, method, beam, met) if beam + "_ctc_ngram" in method else []),
         (f"decoding time, {beam} + CTC + LM", f"RTF {method[beam + '_ctc_lm']['rtf']:.4f}",
          f"greedy {method['greedy']['rtf']:.4f}", f"{method[beam + '_ctc_lm']['rtf'] / method['greedy']['rtf']:.2f}",
          f"<= 3: {met(method[beam + '_ctc_lm']['rtf'] <= 3 * method['greedy']['rtf'])}"),
