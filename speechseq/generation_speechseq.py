@@ -37,6 +37,8 @@ __all__ = [
     "WordBonus",
     "beam_search",
     "ctc_prefix_beam_search",
+    "ctc_forced_align",
+    "timestamp_chunks",
     "check_fusion_lm",
     "CACHE_NAME",
 ]
@@ -681,6 +683,107 @@ def ctc_prefix_beam_search(
         all_sequences.append([list(prefix) for prefix, _ in best])
         all_scores.append([_logaddexp(*scores) + final[prefix] for prefix, scores in best])
     return all_sequences, all_scores
+
+
+def ctc_forced_align(
+    log_probs: torch.Tensor,
+    lengths: torch.LongTensor,
+    labels: torch.LongTensor,
+    label_lengths: torch.LongTensor,
+    blank_token_id: int,
+) -> tuple[torch.LongTensor, torch.Tensor]:
+    """The most likely CTC alignment of known transcripts (Viterbi), batched over utterances: which label each
+    frame emits. torchaudio's `forced_align` does the same for one utterance, in a dependency speechseq does not take.
+
+    Over the transcript with blanks around and between its labels (2L + 1 states), a frame stays in its state, moves
+    to the next, or skips a blank between two different labels; padding frames and padding labels take no part.
+
+    Args:
+        log_probs (`torch.Tensor` of shape `(batch, frames, vocab)`): CTC log-probabilities.
+        lengths (`torch.LongTensor` of shape `(batch,)`): real frames of each utterance.
+        labels (`torch.LongTensor` of shape `(batch, L)`): the transcripts' token ids (no special tokens), padded
+            with anything past `label_lengths`.
+        label_lengths (`torch.LongTensor` of shape `(batch,)`): labels of each transcript.
+
+    Returns:
+        `(positions, scores)`: `(batch, frames)` the index in its transcript of the label each frame emits, -1 for
+        blank frames and padding; `(batch,)` each alignment's log-probability.
+
+    Raises:
+        ValueError: when a transcript needs more frames than its utterance has (naming the row).
+    """
+    B, T, _ = log_probs.shape
+    L = labels.shape[1]
+    S = 2 * L + 1
+    device = log_probs.device
+    states = torch.full((B, S), blank_token_id, dtype=torch.long, device=device)
+    real_label = torch.arange(L, device=device)[None] < label_lengths[:, None]
+    states[:, 1::2] = torch.where(real_label, labels, blank_token_id)
+    valid = torch.arange(S, device=device)[None] <= 2 * label_lengths[:, None]
+    skip = torch.zeros(B, S, dtype=torch.bool, device=device)  # a label may follow the label two states before
+    skip[:, 2:] = (states[:, 2:] != blank_token_id) & (states[:, 2:] != states[:, :-2])
+    emit = log_probs.float().gather(2, states[:, None, :].expand(B, T, S))  # (B, T, S)
+
+    alpha = torch.full((B, S), NEG_INF, device=device)
+    alpha[:, 0] = emit[:, 0, 0]
+    if L:
+        alpha[:, 1] = torch.where(label_lengths > 0, emit[:, 0, 1], NEG_INF)
+    alpha = alpha.masked_fill(~valid, NEG_INF)
+    back = torch.zeros(T, B, S, dtype=torch.long, device=device)  # 0: stayed, 1: from the state before, 2: skipped
+    none = torch.full((B, 2), NEG_INF, device=device)
+    for t in range(1, T):
+        before = torch.cat([none[:, :1], alpha[:, :-1]], dim=1)
+        two_before = torch.cat([none, alpha[:, :-2]], dim=1).masked_fill(~skip, NEG_INF)
+        best, step = torch.stack([alpha, before, two_before], dim=-1).max(dim=-1)
+        active = (t < lengths)[:, None]
+        alpha = torch.where(active, (best + emit[:, t]).masked_fill(~valid, NEG_INF), alpha)
+        back[t] = torch.where(active, step, 0)
+
+    rows = torch.arange(B, device=device)
+    last_blank, last_label = 2 * label_lengths, (2 * label_lengths - 1).clamp(min=0)
+    end_blank, end_label = alpha[rows, last_blank], alpha[rows, last_label]
+    state = torch.where(end_label > end_blank, last_label, last_blank)
+    scores = torch.maximum(end_blank, end_label)
+    if (scores == NEG_INF).any():
+        row = int((scores == NEG_INF).nonzero()[0])
+        raise ValueError(f"row {row}: its transcript of {int(label_lengths[row])} labels cannot be aligned with its "
+                         f"{int(lengths[row])} encoder frames (repeated labels need a blank between them)")  # fmt: skip
+    path = torch.empty(B, T, dtype=torch.long, device=device)
+    for t in range(T - 1, -1, -1):
+        path[:, t] = state
+        state = state - back[t, rows, state]
+    positions = torch.where(path % 2 == 1, (path - 1) // 2, -1)
+    positions = positions.masked_fill(torch.arange(T, device=device)[None] >= lengths[:, None], -1)
+    return positions, scores
+
+
+def timestamp_chunks(token_spans: list, pieces: list, frame_seconds: float, level: str = "word") -> list[dict]:
+    """One utterance's aligned tokens as transformers' ASR pipeline gives timestamps: `[{"text", "timestamp": (start,
+    end)}]` in seconds, per word (the spans of its tokens joined) or per character token.
+
+    Args:
+        token_spans (`list` of `(token_id, start_frame, end_frame)`): the aligned labels, end frame exclusive.
+        pieces (`list`): per token id, `None` or `(starts_word, text)` (`ngram_lm.word_pieces`).
+        frame_seconds (`float`): the duration of one encoder frame.
+        level (`str`): `"word"` or `"char"` (one chunk per token that has text).
+    """
+    if level not in ("word", "char"):
+        raise ValueError(f"level must be 'word' or 'char', got {level!r}")
+    chunks, in_word = [], False
+    for token, start, end in token_spans:
+        if pieces[token] is None:
+            continue
+        starts, text = pieces[token]
+        seconds = (round(start * frame_seconds, 3), round(end * frame_seconds, 3))
+        in_word = in_word and not starts  # a space or a `▁` piece ends the word before it
+        if not text:
+            continue
+        if level == "word" and in_word:
+            chunks[-1] = {"text": chunks[-1]["text"] + text, "timestamp": (chunks[-1]["timestamp"][0], seconds[1])}
+        else:
+            chunks.append({"text": text, "timestamp": seconds})
+        in_word = True
+    return chunks
 
 
 def _add(prefixes: dict, prefix: tuple, blank: float, label: float):

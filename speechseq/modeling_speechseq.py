@@ -7,6 +7,7 @@ log-probabilities.
 
 import math
 import os
+import shutil
 from dataclasses import dataclass
 
 import torch
@@ -34,9 +35,12 @@ from .generation_speechseq import (
     WordBonus,
     beam_search,
     check_fusion_lm,
+    ctc_forced_align,
     ctc_prefix_beam_search,
+    timestamp_chunks,
 )
 from .ngram_lm import WordLanguageModel, word_pieces
+from .tokenization_speechseq import load_tokenizer
 
 __all__ = [
     "SpeechSeqPreTrainedModel",
@@ -811,7 +815,7 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.ctc_head = nn.Linear(config.d_model, config.vocab_size)
         self.model.encoder.attach_ctc_head(self.ctc_head)
-        self._loaded_lms = {}  # fusion language models given to generate() by directory, loaded once
+        self._loaded = {}  # what generate() loads by path, once: fusion and n-gram LMs, the model's own tokenizer
         self.post_init()
         # A generation config marked as derived from the model config loses every field transformers does not know
         # when it is loaded again: ours (ctc_weight, lm_weight, decoding...) must survive save_pretrained.
@@ -1106,34 +1110,79 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         if not options.ngram_weight and not options.word_bonus:
             return {}
         if not options.ngram_weight and decoding == "ctc":
-            raise ValueError("the CTC prefix search counts words for the n-gram LM only: word_bonus needs ngram_weight > 0")
+            raise ValueError("the CTC prefix search counts words for the n-gram LM only: word_bonus needs "
+                             "ngram_weight > 0")
         if tokenizer is None:
             if not os.path.isdir(self.name_or_path):
                 raise ValueError("the n-gram LM reads tokens as words: pass tokenizer= (the model's tokenizer), or "
                                  "load the model from a directory that holds it")  # fmt: skip
-            key = ("tokenizer", self.name_or_path)
-            if key not in self._loaded_lms:
-                from .tokenization_speechseq import load_tokenizer
-
-                self._loaded_lms[key] = load_tokenizer(self.name_or_path)
-            tokenizer = self._loaded_lms[key]
+            tokenizer = self._load(("tokenizer", self.name_or_path), lambda: load_tokenizer(self.name_or_path))
         if len(tokenizer) != self.config.vocab_size:
             raise ValueError(f"the tokenizer has {len(tokenizer)} tokens, the model {self.config.vocab_size}")
         pieces = word_pieces(tokenizer)
         scorers = {"word_bonus": WordBonus(pieces, self.config.eos_token_id)} if options.word_bonus else {}
         if options.ngram_weight:
-            if isinstance(ngram_lm, WordLanguageModel):
-                key = ("ngram", id(ngram_lm))
-                self._loaded_lms.setdefault(key, ngram_lm)
-            else:
-                key = ("ngram", os.path.abspath(ngram_lm))
-                if key not in self._loaded_lms:
-                    self._loaded_lms[key] = WordLanguageModel(ngram_lm)
-            if ("spelling checked", key) not in self._loaded_lms:
-                self._loaded_lms[key].check_spelling(pieces)
-                self._loaded_lms[("spelling checked", key)] = True
-            scorers["ngram"] = NgramScorer(self._loaded_lms[key], pieces, self.config.eos_token_id, options.unk_penalty)
+            if not isinstance(ngram_lm, WordLanguageModel):
+                path = os.path.abspath(ngram_lm)
+                ngram_lm = self._load(("ngram", path), lambda: WordLanguageModel(path))
+            ngram_lm.check_spelling(pieces)
+            scorers["ngram"] = NgramScorer(ngram_lm, pieces, self.config.eos_token_id, options.unk_penalty)
         return scorers
+
+    @torch.no_grad()
+    def align(self, input_features, labels, attention_mask=None) -> list[list[tuple[int, int, int]]]:
+        """Where each token of known transcripts is spoken: the CTC head's Viterbi alignment (`ctc_forced_align`).
+
+        Args:
+            input_features (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`), attention_mask: as for
+                `generate`.
+            labels (`torch.LongTensor` of shape `(batch, tokens)`): the transcripts, as the processor gives them
+                (`[EOS]`, padding and -100 are skipped).
+
+        Returns:
+            per utterance, `(token_id, start_frame, end_frame)` of each token in encoder frames (end exclusive; one
+            frame is `self.frame_seconds` long); `timestamp_chunks` turns them into words or characters with times.
+        """
+        c = self.config
+        specials = torch.tensor([c.eos_token_id, c.pad_token_id, c.decoder_start_token_id, c.blank_token_id, -100],
+                                device=labels.device)  # fmt: skip
+        transcripts = [row[~torch.isin(row, specials)] for row in labels]
+        label_lengths = torch.tensor([len(t) for t in transcripts], device=labels.device)
+        padded = torch.zeros(len(transcripts), max(1, int(label_lengths.max())), dtype=torch.long, device=labels.device)
+        for row, transcript in zip(padded, transcripts):
+            row[: len(transcript)] = transcript
+        encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
+        positions, _ = ctc_forced_align(self.ctc_log_probs(encoder_hidden_states), lengths, padded, label_lengths,
+                                        c.blank_token_id)  # fmt: skip
+        spans = []
+        for transcript, frames in zip(transcripts, positions):
+            starts = torch.full((len(transcript),), -1, dtype=torch.long)
+            ends = torch.zeros(len(transcript), dtype=torch.long)
+            for t, position in enumerate(frames.tolist()):
+                if position >= 0:
+                    starts[position] = t if starts[position] < 0 else starts[position]
+                    ends[position] = t + 1
+            spans.append([(int(token), int(a), int(b)) for token, a, b in zip(transcript, starts, ends)])
+        return spans
+
+    @property
+    def frame_seconds(self) -> float:
+        """The duration of one encoder frame: 10 ms feature frames times the front end's time reduction."""
+        reduction = 2 if self.config.encoder_type == "whisper" else self.config.subsampling_factor
+        return reduction * 0.01
+
+    def timestamps(self, input_features, labels, tokenizer, attention_mask=None, level: str = "word") -> list[list[dict]]:
+        """`align`, then per utterance `[{"text", "timestamp": (start, end)}]` in seconds per word or character, as
+        transformers' ASR pipeline returns timestamps."""
+        pieces = word_pieces(tokenizer)
+        return [timestamp_chunks(spans, pieces, self.frame_seconds, level)
+                for spans in self.align(input_features, labels, attention_mask)]  # fmt: skip
+
+    def _load(self, key: tuple, load):
+        """`load()` once per key: generate() is called batch after batch with the same paths."""
+        if key not in self._loaded:
+            self._loaded[key] = load()
+        return self._loaded[key]
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """transformers' `save_pretrained`; a word n-gram LM that the generation config names inside the model's
@@ -1143,8 +1192,6 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         if ngram_lm and not os.path.isabs(ngram_lm):
             source, target = self._in_model_dir(ngram_lm), os.path.join(save_directory, ngram_lm)
             if os.path.isfile(source) and not os.path.exists(target):
-                import shutil
-
                 os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
                 shutil.copyfile(source, target)
 
@@ -1162,10 +1209,7 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         if lm is None or lm_weight == 0:
             return None
         if isinstance(lm, (str, os.PathLike)):
-            key = str(lm)
-            if key not in self._loaded_lms:
-                self._loaded_lms[key] = AutoModelForCausalLM.from_pretrained(key)
-            lm = self._loaded_lms[key]
+            lm = self._load(("lm", str(lm)), lambda: AutoModelForCausalLM.from_pretrained(lm))
         check_fusion_lm(lm, self.config)
         return lm.to(self.device).eval()
 

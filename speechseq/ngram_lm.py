@@ -186,6 +186,7 @@ class WordLanguageModel:
         self.unk_unigram = self.model.BaseScore(null, "<unk>", after) * LOG_10
         self._words_cache: dict = {}
         self._end_cache: dict = {}
+        self._spelling_checked: set[frozenset] = set()  # character sets already checked
 
     def __repr__(self):
         return f"WordLanguageModel({str(self.path)!r}, order={self.order}, words={len(self.words)})"
@@ -213,7 +214,9 @@ class WordLanguageModel:
     def check_spelling(self, pieces: list) -> None:
         """Raise a `ValueError` when most of the LM's words use characters the ASR model never writes (an upper-case
         LM for a lower-case model, say): such an LM would score every hypothesis as unknown words."""
-        characters = set().union(*(set(piece[1]) for piece in pieces if piece is not None))
+        characters = frozenset().union(*(set(piece[1]) for piece in pieces if piece is not None))
+        if characters in self._spelling_checked:
+            return
         foreign = [word for word in self.words if not set(word) <= characters]
         if self.words and len(foreign) > len(self.words) / 2:
             missing = sorted(set().union(*map(set, foreign)) - characters)
@@ -225,6 +228,7 @@ class WordLanguageModel:
         if foreign:
             logger.warning("%d of the n-gram LM's %d words use characters the ASR model never writes; they cannot be "
                            "recognised", len(foreign), len(self.words))  # fmt: skip
+        self._spelling_checked.add(characters)
 
 
 def word_pieces(tokenizer) -> list:

@@ -287,3 +287,12 @@ def test_ngram_options_are_checked(trained_dir, processor, signals):
         model.generate(batch["input_features"], num_beams=2, ngram_lm="x.arpa", ngram_weight=0.5, unk_penalty=1.0)
     with pytest.raises(ValueError, match="does not exist"):
         model.generate(batch["input_features"], num_beams=2, ngram_lm="x.arpa", ngram_weight=0.5)
+
+
+def test_the_pipeline_passes_ngram_options_through_generate_kwargs(trained_dir, ngram_model_dir, signals):
+    asr = pipeline("automatic-speech-recognition", model=str(trained_dir))  # no n-gram in its generation config
+    options = {"num_beams": 4, "ctc_weight": 0.3, "ngram_lm": str(ngram_model_dir / "ngram_lm.arpa"),
+               "ngram_weight": 1.0}  # fmt: skip
+    assert [asr(signal, generate_kwargs=options)["text"] for signal in signals] == TRANSCRIPTS
+    with pytest.raises(ValueError, match="ngram_lm"):
+        asr(signals[0], generate_kwargs={"num_beams": 4, "ngram_weight": 1.0})
