@@ -5,6 +5,7 @@ Reads top to bottom: subsampling front end, attention, the two layer types, enco
 log-probabilities.
 """
 
+import logging
 import math
 import os
 import shutil
@@ -41,6 +42,8 @@ from .generation_speechseq import (
 )
 from .ngram_lm import WordLanguageModel, word_pieces
 from .tokenization_speechseq import load_tokenizer
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "SpeechSeqPreTrainedModel",
@@ -1080,10 +1083,12 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
             for name in ("num_beams", "num_return_sequences", "length_penalty", "early_stopping", "temperature",
                          "repetition_penalty"):  # fmt: skip
                 kwargs[name] = options[name]
-            return super().generate(
+            output = super().generate(
                 input_features, attention_mask=attention_mask, generation_config=generation_config,
                 max_new_tokens=max_new_tokens, return_dict_in_generate=return_dict, **kwargs,
             )  # fmt: skip
+            self._warn_if_cut(output.sequences if return_dict else output, max_new_tokens)
+            return output
 
         unknown = set(kwargs) - _IGNORED_GENERATE_KWARGS
         if unknown:
@@ -1097,8 +1102,16 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         else:
             output = self._joint_search(input_features, attention_mask, search, self._fusion_lm(lm, search.lm_weight),
                                         words)  # fmt: skip
+        self._warn_if_cut(output.sequences, max_new_tokens)
         return output if return_dict else output.sequences
 
+    def _warn_if_cut(self, sequences: torch.LongTensor, max_new_tokens: int) -> None:
+        """Say which transcripts stopped at the length limit rather than at `[EOS]`: never truncate silently."""
+        cut = ~(sequences == self.config.eos_token_id).any(dim=1)
+        if cut.any():
+            logger.warning("transcripts %s of this batch reached the limit of %d new tokens without [EOS]: they may "
+                           "be cut short (raise max_new_tokens, or split the audio)", cut.nonzero().flatten().tolist(),
+                           max_new_tokens)  # fmt: skip
     def _in_model_dir(self, path) -> str:
         """A relative path saved in the generation config names a file in the model's directory."""
         if os.path.isabs(path) or not os.path.isdir(self.name_or_path):
@@ -1279,7 +1292,9 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
             )  # fmt: skip
             labels = [y for hypotheses in nbest for y in hypotheses]
             scores = [score for hypotheses in nbest_scores for score in hypotheses]
-        sequences = [[c.decoder_start_token_id, *y[: options.max_new_tokens - 1], c.eos_token_id] for y in labels]
+        # a CTC transcript longer than the limit is cut and left without [EOS], so that the caller is told
+        sequences = [[c.decoder_start_token_id, *y, c.eos_token_id] if len(y) < options.max_new_tokens
+                     else [c.decoder_start_token_id, *y[: options.max_new_tokens]] for y in labels]  # fmt: skip
         width = max(map(len, sequences))
         padded = [y + [c.pad_token_id] * (width - len(y)) for y in sequences]
         sequences_scores = None if scores[0] is None else torch.tensor(scores, device=log_probs.device)

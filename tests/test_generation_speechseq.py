@@ -26,7 +26,7 @@ from speechseq.generation_speechseq import (
     beam_search,
 )
 
-from conftest import TRANSCRIPTS, signals_dataset
+from conftest import TRANSCRIPTS, signals_dataset, tiny_model
 
 BLANK, EOS = 0, 1  # in the synthetic CTC problems below: labels are 2..V-1
 
@@ -490,3 +490,23 @@ def test_seq2seq_trainer_predicts_with_our_beam_search(trained_dir, signals, tmp
     model._joint_search = lambda *a, **k: calls.append(a[2]) or original(*a, **k)
     trainer.predict(dataset)
     assert calls and calls[0].num_beams == 3 and calls[0].ctc_weight == 0.5
+
+
+@pytest.mark.parametrize("options", [{}, {"num_beams": 3, "ctc_weight": 0.3}, {"decoding": "ctc"}],
+                         ids=["greedy", "beam", "ctc"])  # fmt: skip
+def test_a_transcript_cut_at_the_length_limit_is_reported(tokenizer, caplog, options):
+    import logging
+
+    model = tiny_model(tokenizer, seed=0)
+    features = torch.randn(3, 100, 80)
+    with caplog.at_level(logging.WARNING, logger="speechseq.modeling_speechseq"):
+        out = model.generate(features, max_new_tokens=2, **options)
+    assert out.shape[1] <= 3  # the start token and at most 2 new ones
+    cut = [i for i, row in enumerate(out.tolist()) if model.config.eos_token_id not in row]
+    assert cut, "no transcript reached the limit: the test does not test"
+    assert f"transcripts {cut} of this batch reached the limit of 2 new tokens" in caplog.text
+    if options.get("decoding") == "ctc":  # CTC emits at most a label a frame: within the frame bound, never cut
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="speechseq.modeling_speechseq"):
+            model.generate(features, **options)
+        assert "reached the limit" not in caplog.text
