@@ -39,6 +39,7 @@ __all__ = [
     "ctc_prefix_beam_search",
     "ctc_forced_align",
     "timestamp_chunks",
+    "silence_segments",
     "check_fusion_lm",
     "CACHE_NAME",
 ]
@@ -784,6 +785,32 @@ def timestamp_chunks(token_spans: list, pieces: list, frame_seconds: float, leve
             chunks.append({"text": text, "timestamp": seconds})
         in_word = True
     return chunks
+
+
+def silence_segments(is_blank: list[bool], max_frames: int) -> list[tuple[int, int]]:
+    """Cut a long recording into segments of at most `max_frames` frames, each cut in the middle of the longest run
+    of CTC blanks (a pause) in the second half of the segment it ends, so that no word is split when there is a pause
+    to cut at (and a cut at `max_frames` when there is none).
+
+    Returns:
+        `(start, end)` frames of each segment, end exclusive, covering every frame in order.
+    """
+    if max_frames < 2:
+        raise ValueError(f"max_frames must be at least 2, got {max_frames!r}")
+    segments, start, n = [], 0, len(is_blank)
+    while n - start > max_frames:
+        best, run_start, cut = 0, None, start + max_frames
+        for t in range(start + max_frames // 2, start + max_frames + 1):
+            if t < n and is_blank[t]:
+                run_start = t if run_start is None else run_start
+                continue
+            if run_start is not None and t - run_start > best:
+                best, cut = t - run_start, (run_start + t) // 2
+            run_start = None
+        segments.append((start, cut))
+        start = cut
+    segments.append((start, n))
+    return segments
 
 
 def _add(prefixes: dict, prefix: tuple, blank: float, label: float):

@@ -38,6 +38,7 @@ from .generation_speechseq import (
     check_fusion_lm,
     ctc_forced_align,
     ctc_prefix_beam_search,
+    silence_segments,
     timestamp_chunks,
 )
 from .ngram_lm import WordLanguageModel, word_pieces
@@ -1053,6 +1054,10 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         if input_features is None:  # transformers' own name for the main input, as in `generate(inputs=features)`
             input_features = kwargs.pop("inputs", None)
         config = generation_config or self.generation_config
+        segment_seconds = kwargs.pop("segment_seconds", None) or getattr(config, "segment_seconds", None) or 20.0
+        if int(frame_lengths(input_features, attention_mask).max()) * 0.01 > 1.5 * segment_seconds:
+            return self._long_form(input_features, attention_mask, segment_seconds, generation_config=generation_config,
+                                   decoding=decoding, lm=lm, ngram_lm=ngram_lm, tokenizer=tokenizer, **kwargs)  # fmt: skip
 
         def setting(name, default):
             value = kwargs.pop(name, None)
@@ -1104,6 +1109,80 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
                                         words)  # fmt: skip
         self._warn_if_cut(output.sequences, max_new_tokens)
         return output if return_dict else output.sequences
+
+    @torch.no_grad()
+    def _long_form(self, input_features, attention_mask, segment_seconds: float, tokenizer=None, **generate_kwargs):
+        """Recordings longer than 1.5 segments: each is cut at pauses (runs of CTC blanks, found by the CTC head over
+        overlapping windows) into segments of at most `segment_seconds`, the segments of the whole batch are decoded
+        16 at a time the way the options say (every search and LM), and each recording's segments are joined (a
+        space between them). The decoder never sees more than a segment, so no transcript meets its length limit."""
+        c = self.config
+        lengths = frame_lengths(input_features, attention_mask).tolist()
+        pieces = [(b, input_features[b, start:end])
+                  for b, spans in enumerate(self.long_form_segments(input_features, attention_mask, segment_seconds))
+                  for start, end in spans]  # fmt: skip
+        config = generate_kwargs.get("generation_config") or self.generation_config
+        return_dict = generate_kwargs.pop("return_dict_in_generate", None)
+        return_dict = return_dict or getattr(config, "return_dict_in_generate", False)
+        generate_kwargs["return_dict_in_generate"] = False
+        transcripts = [[] for _ in lengths]
+        for i in range(0, len(pieces), 16):
+            batch = [segment for _, segment in pieces[i : i + 16]]
+            mask = torch.zeros(len(batch), max(map(len, batch)), dtype=torch.long, device=input_features.device)
+            for row, segment in zip(mask, batch):
+                row[: len(segment)] = 1
+            padded = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True)
+            sequences = self.generate(padded, attention_mask=mask, segment_seconds=float("inf"), tokenizer=tokenizer,
+                                      **generate_kwargs)  # fmt: skip
+            specials = {c.decoder_start_token_id, c.eos_token_id, c.pad_token_id}
+            for (b, _), row in zip(pieces[i : i + 16], sequences.tolist()):
+                transcripts[b].append([t for t in row if t not in specials])
+        space = self._space_token(tokenizer)
+        joined = []
+        for segments in transcripts:
+            tokens = []
+            for segment in filter(None, segments):
+                tokens += ([space] if tokens and space is not None else []) + segment
+            joined.append([c.decoder_start_token_id, *tokens, c.eos_token_id])
+        width = max(map(len, joined))
+        sequences = torch.tensor([row + [c.pad_token_id] * (width - len(row)) for row in joined],
+                                 device=input_features.device)  # fmt: skip
+        return SpeechSeqGenerateOutput(sequences=sequences) if return_dict else sequences
+
+    @torch.no_grad()
+    def long_form_segments(self, input_features, attention_mask=None, segment_seconds: float = 20.0) -> list:
+        """Where `generate()` cuts long recordings: per recording, `(start, end)` input frames of segments of at most
+        `segment_seconds`, cut in pauses (`silence_segments` over the CTC head's best path, computed over windows of
+        `segment_seconds` with 2 s of context on each side, so that every frame hears its surroundings and memory
+        does not grow with the recording)."""
+        c = self.config
+        reduction = 2 if c.encoder_type == "whisper" else c.subsampling_factor
+        max_frames = max(2, int(segment_seconds / self.frame_seconds))
+        window, context = max_frames * reduction, int(2.0 / 0.01)  # in input frames (10 ms)
+        all_spans = []
+        for b, n in enumerate(frame_lengths(input_features, attention_mask).tolist()):
+            is_blank = []
+            for start in range(0, n, window):
+                left, right = max(0, start - context), min(n, start + window + context)
+                encoded, _ = self.encode(input_features[b : b + 1, left:right])
+                best = self.ctc_log_probs(encoded)[0].argmax(-1)
+                first = (start - left) // reduction
+                count = (min(n, start + window) - start + reduction - 1) // reduction
+                is_blank += (best[first : first + count] == c.blank_token_id).tolist()
+            cuts = [a * reduction for a, _ in silence_segments(is_blank, max_frames)][1:]  # the last runs to the end
+            spans = list(zip([0, *cuts], [*cuts, n]))
+            all_spans.append([(a, e) for a, e in spans if e - a >= max(1, c.min_input_frames)])
+        return all_spans
+
+    def _space_token(self, tokenizer) -> int | None:
+        """The token between two words of a character tokenizer (None for BPE, whose pieces start words)."""
+        if tokenizer is None:
+            if not os.path.isdir(self.name_or_path):
+                raise ValueError("joining the segments of a long recording needs the tokenizer: pass tokenizer=, or "
+                                 "load the model from a directory that holds it")  # fmt: skip
+            tokenizer = self._load(("tokenizer", self.name_or_path), lambda: load_tokenizer(self.name_or_path))
+        space = tokenizer.convert_tokens_to_ids(" ")
+        return None if space == tokenizer.unk_token_id else space
 
     def _warn_if_cut(self, sequences: torch.LongTensor, max_new_tokens: int) -> None:
         """Say which transcripts stopped at the length limit rather than at `[EOS]`: never truncate silently."""

@@ -1,0 +1,59 @@
+"""Long recordings: cut at pauses found by the CTC head, decoded segment by segment, joined."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import pipeline
+
+from conftest import TRANSCRIPTS, tiny_model
+from speechseq import SpeechSeqForConditionalGeneration
+from speechseq.generation_speechseq import silence_segments
+
+
+def test_segments_cover_the_recording_and_cut_in_the_longest_pause():
+    #          speech   pause(3)  speech  pause(5)   speech ...
+    is_blank = [False] * 6 + [True] * 3 + [False] * 3 + [True] * 5 + [False] * 10
+    segments = silence_segments(is_blank, max_frames=20)
+    assert segments[0] == (0, 14)  # the middle of the 5-frame pause (12..16), the longest in frames 10..20
+    assert [a for a, _ in segments[1:]] == [e for _, e in segments[:-1]] and segments[-1][1] == len(is_blank)
+    assert all(e - a <= 20 for a, e in segments)
+    # no pause at all: cut at the limit
+    assert silence_segments([False] * 25, max_frames=10) == [(0, 10), (10, 20), (20, 25)]
+    with pytest.raises(ValueError, match="max_frames"):
+        silence_segments([True], max_frames=1)
+
+
+def recording(signals, repeats, pause_seconds=0.5):
+    """The test signals one after the other with pauses between them, `repeats` times: (audio, transcript)."""
+    noise = np.random.default_rng(1).standard_normal(int(pause_seconds * 16000)).astype(np.float32) * 2e-3
+    parts = [part for _ in range(repeats) for signal in signals for part in (signal, noise)]
+    return np.concatenate(parts), " ".join(TRANSCRIPTS * repeats)
+
+
+@pytest.mark.parametrize("options", [{}, {"num_beams": 3, "ctc_weight": 0.3}], ids=["greedy", "beam"])
+def test_a_minute_of_audio_equals_its_segments_decoded_one_by_one(trained_dir, processor, signals, options):
+    audio, _ = recording(signals, repeats=20)  # 60 s: beyond every limit of the tiny model's decoder
+    model = SpeechSeqForConditionalGeneration.from_pretrained(trained_dir).eval()
+    batch = processor(audio=[audio, signals[0]], sampling_rate=16000, return_tensors="pt")
+    features, mask = batch["input_features"], batch["attention_mask"]
+    segments = model.long_form_segments(features, mask, segment_seconds=10.0)
+    assert segments[1] == [(0, int(mask[1].sum()))]  # a short recording is one segment
+    spans = segments[0]
+    assert spans[0][0] == 0 and spans[-1][1] == int(mask[0].sum()) and len(spans) >= 6
+    assert all(e0 == a1 for (_, e0), (a1, _) in zip(spans, spans[1:]))  # nothing lost, nothing twice
+    assert all(e - a <= 1000 for a, e in spans)  # at most 10 s of 10 ms frames
+    parts = [processor.batch_decode(model.generate(features[:1, a:e], segment_seconds=float("inf"), **options),
+                                    skip_special_tokens=True)[0] for a, e in spans]  # fmt: skip
+    whole = model.generate(features, attention_mask=mask, segment_seconds=10.0, **options)
+    short = processor.batch_decode(model.generate(features[1:, : int(mask[1].sum())], **options), skip_special_tokens=True)
+    assert processor.batch_decode(whole, skip_special_tokens=True) == [" ".join(filter(None, parts)), short[0]]
+
+
+def test_the_pipeline_transcribes_long_recordings_whole(trained_dir, processor, signals):
+    audio, _ = recording(signals, repeats=20)
+    model = SpeechSeqForConditionalGeneration.from_pretrained(trained_dir).eval()
+    features = processor(audio=[audio], sampling_rate=16000, return_tensors="pt")["input_features"]
+    expected = processor.batch_decode(model.generate(features), skip_special_tokens=True)[0]
+    assert len(model.long_form_segments(features)[0]) >= 3  # 60 s in segments of at most 20 s
+    asr = pipeline("automatic-speech-recognition", model=str(trained_dir))
+    assert asr(audio)["text"] == expected
