@@ -787,29 +787,42 @@ def timestamp_chunks(token_spans: list, pieces: list, frame_seconds: float, leve
     return chunks
 
 
-def silence_segments(is_blank: list[bool], max_frames: int) -> list[tuple[int, int]]:
-    """Cut a long recording into segments of at most `max_frames` frames, each cut in the middle of the longest run
-    of CTC blanks (a pause) in the second half of the segment it ends, so that no word is split when there is a pause
-    to cut at (and a cut at `max_frames` when there is none).
+def silence_segments(is_blank: list[bool], max_frames: int, min_pause: int | None = None) -> list[tuple[int, int]]:
+    """Cut a long recording into segments at pauses (runs of CTC blanks): at every pause of at least `min_pause`
+    frames (a sentence's end: the model learned sentences, whose transcripts neither start nor end with a space, so
+    two sentences in one segment come out glued), and then, inside any segment still longer than `max_frames`, in
+    the middle of the longest run of blanks in the second half of each `max_frames` (at the limit when there is
+    none).
 
     Returns:
         `(start, end)` frames of each segment, end exclusive, covering every frame in order.
     """
     if max_frames < 2:
         raise ValueError(f"max_frames must be at least 2, got {max_frames!r}")
-    segments, start, n = [], 0, len(is_blank)
-    while n - start > max_frames:
-        best, run_start, cut = 0, None, start + max_frames
-        for t in range(start + max_frames // 2, start + max_frames + 1):
-            if t < n and is_blank[t]:
-                run_start = t if run_start is None else run_start
-                continue
-            if run_start is not None and t - run_start > best:
-                best, cut = t - run_start, (run_start + t) // 2
-            run_start = None
-        segments.append((start, cut))
-        start = cut
-    segments.append((start, n))
+    n = len(is_blank)
+    bounds, run_start = [0], None
+    for t in range(n + 1):
+        if t < n and is_blank[t]:
+            run_start = t if run_start is None else run_start
+            continue
+        if min_pause and run_start is not None and t - run_start >= min_pause and 0 < run_start and t < n:
+            bounds.append((run_start + t) // 2)
+        run_start = None
+    bounds.append(n)
+    segments = []
+    for start, stop in zip(bounds, bounds[1:]):
+        while stop - start > max_frames:
+            best, run_start, cut = 0, None, start + max_frames
+            for t in range(start + max_frames // 2, start + max_frames + 1):
+                if t < stop and is_blank[t]:
+                    run_start = t if run_start is None else run_start
+                    continue
+                if run_start is not None and t - run_start > best:
+                    best, cut = t - run_start, (run_start + t) // 2
+                run_start = None
+            segments.append((start, cut))
+            start = cut
+        segments.append((start, stop))
     return segments
 
 

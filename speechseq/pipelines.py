@@ -40,6 +40,9 @@ class SpeechSeqASRPipeline(AutomaticSpeechRecognitionPipeline):
         return preprocess, forward, postprocess
 
     def _forward(self, model_inputs, timestamp_level=None, **generate_kwargs):
+        if self.model.config.model_type == "speechseq" and self.model.config.input_mode == "fbank":
+            # long recordings are decoded in segments, each normalised as the extractor normalises an utterance
+            generate_kwargs.setdefault("segment_normalization", self.feature_extractor.normalization)
         if timestamp_level is None:
             return super()._forward(model_inputs, **generate_kwargs)
         features, mask = model_inputs["input_features"], model_inputs.get("attention_mask")

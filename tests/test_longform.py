@@ -57,3 +57,10 @@ def test_the_pipeline_transcribes_long_recordings_whole(trained_dir, processor, 
     assert len(model.long_form_segments(features)[0]) >= 3  # 60 s in segments of at most 20 s
     asr = pipeline("automatic-speech-recognition", model=str(trained_dir))
     assert asr(audio)["text"] == expected
+
+
+def test_every_long_enough_pause_is_a_cut():
+    is_blank = [False] * 4 + [True] * 2 + [False] * 4 + [True] * 6 + [False] * 4
+    assert silence_segments(is_blank, max_frames=100, min_pause=5) == [(0, 13), (13, 20)]
+    assert silence_segments(is_blank, max_frames=100, min_pause=2) == [(0, 5), (5, 13), (13, 20)]
+    assert silence_segments([True] * 8 + [False] * 4, max_frames=100, min_pause=2) == [(0, 12)]  # not at the edges
