@@ -10,12 +10,12 @@ the references joined, and of the utterances decoded one by one, with their real
 """
 
 import argparse
+import io
 import logging
 import time
 
 import numpy as np
 import soundfile
-import io
 
 from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
 from speechseq.data import load_corpus
@@ -33,7 +33,8 @@ def recordings(split, minutes: float, seed: int = 0):
     current, texts, parts = [], [], []
     for row in split:
         audio, rate = soundfile.read(io.BytesIO(row["audio"]["bytes"]), dtype="float32")
-        assert rate == 16000
+        if rate != 16000:
+            raise ValueError(f"{row.get('id', 'a row')} of the corpus is at {rate} Hz, not 16000")
         pause = rng.standard_normal(int(rng.uniform(0.2, 1.5) * 16000)).astype(np.float32) * 1e-3  # a quiet room, not digital silence
         current += [audio, pause]
         texts.append(row["text"])
