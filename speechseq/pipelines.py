@@ -54,7 +54,8 @@ class SpeechSeqASRPipeline(AutomaticSpeechRecognitionPipeline):
             spans = [[] for _ in range(len(out["tokens"]))]
         width = max(1, max(map(len, spans)))
         # as a tensor, so that the pipeline splits a batch into its items as it splits the tokens
-        out["token_spans"] = torch.tensor([[*row, *[(-1, -1, -1)] * (width - len(row))] for row in spans]).view(-1, width, 3)
+        padded = [[*row, *[(-1, -1, -1)] * (width - len(row))] for row in spans]
+        out["token_spans"] = torch.tensor(padded).view(-1, width, 3)
         return out
 
     def postprocess(self, model_outputs, timestamp_level=None, **kwargs):
