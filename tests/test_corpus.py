@@ -115,3 +115,13 @@ def test_without_debian_text_the_standard_library_docstrings_stand_in(monkeypatc
     sentences = text_sources.corpus_sentences()
     assert len(sentences) > 2000 and "docstrings" in caplog.text
     assert all(set(s) <= set("abcdefghijklmnopqrstuvwxyz' ") for s in sentences)
+
+
+def test_king_james_references_are_stripped_from_verses():
+    from speechseq.data.text_sources import VERSE_REFERENCE
+
+    lines = ["Ge1:1 In the beginning God created the heaven and the earth.", "1Sm1:1 Now there was a certain man",
+             "SSol1:1 The song of songs, which is Solomon's.", "Gen 1:1 In the beginning"]  # fmt: skip
+    assert [VERSE_REFERENCE.sub("", line) for line in lines] == [
+        "In the beginning God created the heaven and the earth.", "Now there was a certain man",
+        "The song of songs, which is Solomon's.", "In the beginning"]  # fmt: skip

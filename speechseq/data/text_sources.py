@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 WORDNET_DIR = Path("/usr/share/wordnet")
 MIN_WORDS, MAX_WORDS = 3, 24
+# the reference `bible -f` starts each line with: "Ge1:1 ", "1Sm1:1 ", "SSol1:1 " (or "Gen 1:1 " elsewhere)
+VERSE_REFERENCE = re.compile(r"^[1-3]?[A-Za-z]+\s*\d+:\d+\s*")
 
 
 def ensure_debian_packages(packages: dict[str, str]) -> list[str]:
@@ -87,7 +89,7 @@ def bible_verses():
         return
     result = subprocess.run(["bible", "-f", "Gen1:1-Rev22:21"], capture_output=True, text=True, check=False)
     for line in result.stdout.splitlines():
-        verse = re.sub(r"^\S+ \d+:\d+\s*", "", line)
+        verse = VERSE_REFERENCE.sub("", line)
         for sentence in _sentences(verse):
             if (kept := _keep(sentence)) is not None:
                 yield kept
