@@ -76,6 +76,9 @@ VARIANTS = {
     # as many frames a batch as 16 utterances of the demo corpus with their padding, shortest first at first
     "transformer+front32+frames": Variant(config=FRONT_32, flags=FRAMES),
     "conformer": Variant(config=CONFORMER),
+    # a Conformer as cheap as a Transformer block: two half-step feed-forwards of half the width (together the
+    # Transformer's one), with the demo's front end and frame batches
+    "conformer-lite+front32+frames": Variant(config={**CONFORMER, **FRONT_32, "encoder_ffn_dim": 288}, flags=FRAMES),
     "transformer+interctc": Variant(config=INTERCTC),
     "conformer+interctc": Variant(config={**CONFORMER, **INTERCTC}),
     "conformer+interctc+augmentation": Variant(config={**CONFORMER, **INTERCTC}, flags=AUGMENTATION),

@@ -36,6 +36,8 @@ def main():
     parser.add_argument("--batches", type=int, default=12, help="timed steps, plus two of warm-up")
     parser.add_argument("--profile_steps", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (recompiled for new shapes); the "
+                        "warm-up steps, compilation included, are timed apart")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -60,8 +62,12 @@ def main():
         optimizer.step()
         optimizer.zero_grad()
 
+    if args.compile:
+        model = torch.compile(model)
+    began = time.perf_counter()
     for batch in batches[:2]:
         step(batch)
+    warmup_s = time.perf_counter() - began
     began = time.perf_counter()
     for batch in batches[2 : 2 + args.batches]:
         step(batch)
@@ -72,8 +78,9 @@ def main():
             step(batch)
     logger.info("%s", profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     logger.info("%.2fM parameters, %d threads: %.0f ms a step (forward, backward, AdamW) for %d utterances of %.0f "
-                "frames in all; collating a batch %.0f ms", model.num_parameters() / 1e6, torch.get_num_threads(),
-                step_ms, args.batch_size, frames, collate_ms)  # fmt: skip
+                "frames in all; collating a batch %.0f ms; the two warm-up steps %.1f s",
+                sum(p.numel() for p in model.parameters()) / 1e6, torch.get_num_threads(), step_ms, args.batch_size,
+                frames, collate_ms, warmup_s)  # fmt: skip
 
 
 if __name__ == "__main__":
