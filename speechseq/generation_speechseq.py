@@ -17,14 +17,26 @@ One flat module, not a package: `save_pretrained` copies a model's code for `tru
 `from .module import` lines to sibling files only.
 """
 
+import logging
 import math
+import os
 from dataclasses import dataclass, field
 
 import torch
+from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.generation.utils import GenerateBeamEncoderDecoderOutput
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
+from .feature_extraction_speechseq import STD_FLOOR
+from .ngram_lm import WordLanguageModel, word_pieces
+from .tokenization_speechseq import load_tokenizer
+
+logger = logging.getLogger(__name__)
+
 __all__ = [
+    "SpeechSeqGenerationMixin",
+    "SpeechSeqGenerateOutput",
     "BeamSearchOptions",
     "BeamSearchOutput",
     "Scorer",
@@ -43,6 +55,19 @@ __all__ = [
     "check_fusion_lm",
     "CACHE_NAME",
 ]
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    """(B,) lengths -> (B, max_length) bool, True on real positions."""
+    return torch.arange(max_length, device=lengths.device) < lengths[:, None]
+
+
+def frame_lengths(input_features: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.LongTensor:
+    """Real input frames of each utterance: from the frame-level mask, or all frames when there is none."""
+    if attention_mask is None:
+        return torch.full(input_features.shape[:1], input_features.shape[1], device=input_features.device)
+    return attention_mask.sum(-1).long()
+
 
 # transformers 5.24 renamed the key/value cache of model forwards and of their outputs from `past_key_values` to
 # `cache` (its own models: `@deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")`). GenerationMixin passes
@@ -866,3 +891,487 @@ def check_fusion_lm(lm, config) -> None:
             + "; ".join(differences)
             + ". Train it with the ASR model's tokenizer (examples/run_lm.py)."
         )
+
+
+# generate()'s search options and their defaults when neither the call nor generation_config sets them.
+_SEARCH_DEFAULTS = {
+    "num_beams": 1, "num_return_sequences": 1, "ctc_weight": 0.0, "lm_weight": 0.0, "length_bonus": 0.0,
+    "length_penalty": 1.0, "early_stopping": False, "temperature": 1.0, "repetition_penalty": 1.0,
+    "ngram_weight": 0.0, "unk_penalty": -3.0, "word_bonus": 0.0,
+}  # fmt: skip
+# What transformers' callers pass to generate() that speechseq's searches do not need: Seq2SeqTrainer's
+# prediction_step adds `labels` and `synced_gpus`; the ASR pipeline and users may ask for cache and sampling settings.
+_IGNORED_GENERATE_KWARGS = {"labels", "synced_gpus", "use_cache", "do_sample", "output_scores", "output_attentions",
+                            "output_hidden_states"}  # fmt: skip
+
+
+@dataclass
+class SpeechSeqGenerateOutput(GenerateBeamEncoderDecoderOutput):
+    r"""
+    What `generate(..., return_dict_in_generate=True)` returns from speechseq's own searches: transformers' beam
+    output (`sequences`, `sequences_scores`) and each scorer's share.
+
+    scorer_scores (`dict[str, torch.FloatTensor]`, *optional*): for each scorer (`"decoder"`, `"ctc"`, `"lm"`,
+        `"length_bonus"`), its unweighted total score of each returned sequence, shape `(batch * num_return_sequences,)`.
+    token_spans (`list`, *optional*): with `return_token_spans=True`, per returned sequence `(token_id, start_frame,
+        end_frame)` of each of its tokens in the input's encoder frames (`model.align`; long recordings are aligned
+        segment by segment). `timestamp_chunks` turns them into words with times.
+    """
+
+    scorer_scores: dict[str, torch.FloatTensor] | None = None
+    token_spans: list[list[tuple[int, int, int]]] | None = None
+
+
+class SpeechSeqGenerationMixin(GenerationMixin):
+    """Everything about decoding a speechseq model, as transformers keeps Whisper's in `generation_whisper.py`:
+    `generate()` and its dispatch to transformers' greedy search, the joint CTC/attention beam search or the CTC
+    searches; language models; long recordings cut into segments; the CTC head's forced alignment and timestamps.
+
+    The model it is mixed into provides the network: `encode(input_features, attention_mask)` (encoder output and
+    lengths), `decoder_step(...)` (next-token logits through the cache), `ctc_log_probs(encoder_hidden_states)` and
+    `_get_feat_extract_output_lengths`."""
+
+    def generate(
+        self,
+        input_features: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        generation_config: GenerationConfig | None = None,
+        decoding: str | None = None,
+        lm=None,
+        ngram_lm=None,
+        tokenizer=None,
+        **kwargs,
+    ):
+        r"""
+        Transcribe: greedy or beam search with the attention decoder, fused with CTC prefix scores and an external
+        language model; or the CTC head alone.
+
+        Every option may also be set on `generation_config` (`model.generation_config.ctc_weight = 0.3`, saved with
+        the model), which `pipeline("automatic-speech-recognition")` and `Seq2SeqTrainer(predict_with_generate=True)`
+        then use; keyword arguments win.
+
+        Args:
+            input_features (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`): also accepted as `inputs`.
+            attention_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*): 1 on real frames.
+            decoding (`str`, *optional*, defaults to `"attention"`): `"attention"` (the decoder, with the scorers
+                below) or `"ctc"` (the CTC head alone: best path with one beam, prefix beam search with more).
+            num_beams (`int`, defaults to 1): one beam with the decoder alone is transformers' greedy search; anything
+                else is speechseq's beam search.
+            ctc_weight (`float`, defaults to 0): weight of the CTC prefix score; the decoder gets `1 - ctc_weight`.
+            lm (`PreTrainedModel` or `str`, *optional*): the fusion language model, or its directory; any
+                `AutoModelForCausalLM` with the ASR model's vocabulary and special tokens.
+            lm_weight (`float`, defaults to 0): weight of the language model's log-probabilities.
+            length_bonus (`float`, defaults to 0): score added per token.
+            ngram_lm (`str`, `os.PathLike` or `WordLanguageModel`, *optional*): a word n-gram LM, ARPA or KenLM binary
+                (`speechseq.train_ngram_lm`, `examples/build_ngram_lm.py`), fused word by word into the beam search
+                and into the CTC prefix search. Saved in `generation_config` as a path relative to the model's
+                directory (the file inside it), so that the setting survives moving or copying the directory.
+            ngram_weight (`float`, defaults to 0): weight of its log-probabilities.
+            unk_penalty (`float`, defaults to -3): its score of each character spelled outside its words.
+            word_bonus (`float`, defaults to 0): score added per completed word.
+            tokenizer (`PreTrainedTokenizerBase`, *optional*): the model's tokenizer, which the n-gram LM needs to
+                read tokens as words; by default the one saved in the model's directory.
+            num_return_sequences, length_penalty, early_stopping, temperature, repetition_penalty, max_new_tokens,
+                max_length, return_dict_in_generate: transformers' meanings (see `BeamSearchOptions`). The length
+                is capped at `max_target_positions - 1` new tokens (the pipeline asks for 256 whatever the model)
+                and at one token per encoder frame plus `[EOS]` (per utterance in beam search).
+            segment_seconds (`float`, defaults to 20): recordings longer than 1.5 times this are cut at pauses into
+                segments of at most this long, decoded one by one and joined (see `long_form_segments`).
+            segment_normalization (`str`, *optional*): `"utterance"` normalises each segment's features over itself
+                (the pipeline passes its feature extractor's normalisation).
+            return_token_spans (`bool`, defaults to False): also align each returned sequence with the CTC head
+                (`align`; segment by segment for long recordings) and return a [`SpeechSeqGenerateOutput`] with
+                `token_spans`, from which `timestamp_chunks` makes word or character times.
+
+        Returns:
+            `torch.LongTensor` of shape `(batch * num_return_sequences, tokens)`: `decoder_start_token_id`, the tokens,
+            `eos_token_id`, then padding (as transformers' `generate`); or, with `return_dict_in_generate=True` in
+            speechseq's searches, a [`SpeechSeqGenerateOutput`] with `sequences_scores` and `scorer_scores`.
+
+        Example:
+
+        ```python
+        >>> import torch
+        >>> from speechseq import SpeechSeqConfig, SpeechSeqForConditionalGeneration
+        >>> model = SpeechSeqForConditionalGeneration(SpeechSeqConfig.from_preset("tiny", vocab_size=40)).eval()
+        >>> features = torch.randn(2, 100, 80)
+        >>> out = model.generate(features, num_beams=4, ctc_weight=0.3, max_new_tokens=8, return_dict_in_generate=True)
+        >>> sorted(out.scorer_scores)
+        ['ctc', 'decoder']
+        ```
+        """
+        if input_features is None:  # transformers' own name for the main input, as in `generate(inputs=features)`
+            input_features = kwargs.pop("inputs", None)
+        config = generation_config or self.generation_config
+        segment_seconds = kwargs.pop("segment_seconds", None) or getattr(config, "segment_seconds", None) or 20.0
+        segment_normalization = kwargs.pop("segment_normalization", None)
+        return_token_spans = kwargs.pop("return_token_spans", False)
+        if int(frame_lengths(input_features, attention_mask).max()) * 0.01 > 1.5 * segment_seconds:
+            return self._long_form(input_features, attention_mask, segment_seconds, segment_normalization,
+                                   return_token_spans, generation_config=generation_config, decoding=decoding, lm=lm,
+                                   ngram_lm=ngram_lm, tokenizer=tokenizer, **kwargs)  # fmt: skip
+
+        def setting(name, default):
+            value = kwargs.pop(name, None)
+            value = getattr(config, name, None) if value is None else value
+            return default if value is None else value
+
+        decoding = decoding or setting("decoding", "attention")
+        options = {name: setting(name, default) for name, default in _SEARCH_DEFAULTS.items()}
+        if lm is None and getattr(config, "lm", None):
+            lm = self._in_model_dir(config.lm)
+        if ngram_lm is None and getattr(config, "ngram_lm", None):
+            ngram_lm = self._in_model_dir(config.ngram_lm)
+        return_dict = setting("return_dict_in_generate", False)
+        # One token per encoder frame at most (CTC's bound, and a stop for a decoder that loops), plus [EOS].
+        most = int(self._get_feat_extract_output_lengths(frame_lengths(input_features, attention_mask)).max()) + 1
+        max_new_tokens = min(self._max_new_tokens(kwargs, config), most)
+        if decoding not in ("attention", "ctc"):
+            raise ValueError(f"decoding must be 'attention' or 'ctc', got {decoding!r}")
+        if options["lm_weight"] and lm is None:
+            raise ValueError("lm_weight > 0 needs a language model: pass lm=<model or directory>")
+        if (options["ngram_weight"] or options["word_bonus"]) and ngram_lm is None:
+            raise ValueError("ngram_weight and word_bonus need a word n-gram LM: pass ngram_lm=<ARPA file>")
+
+        fused = any(options[name] for name in ("ctc_weight", "lm_weight", "length_bonus", "ngram_weight", "word_bonus"))
+        if decoding == "attention" and options["num_beams"] == 1 and not fused:
+            # transformers' greedy search: the fast path (and every one of its own options)
+            kwargs.pop("max_length", None)
+            # every option passes on, num_beams too: transformers would take a saved num_beams > 1 from the config
+            for name in ("num_beams", "num_return_sequences", "length_penalty", "early_stopping", "temperature",
+                         "repetition_penalty"):  # fmt: skip
+                kwargs[name] = options[name]
+            output = super().generate(
+                input_features, attention_mask=attention_mask, generation_config=generation_config,
+                max_new_tokens=max_new_tokens, return_dict_in_generate=return_dict, **kwargs,
+            )  # fmt: skip
+            self._warn_if_cut(output.sequences if return_dict else output, max_new_tokens)
+            if return_token_spans:
+                return self._with_token_spans(output, input_features, attention_mask)
+            return output
+
+        unknown = set(kwargs) - _IGNORED_GENERATE_KWARGS
+        if unknown:
+            raise ValueError(f"generate() got options speechseq's search does not use: {sorted(unknown)}")
+        if kwargs.get("do_sample"):
+            raise ValueError("speechseq's beam search does not sample: do_sample must be False")
+        search = BeamSearchOptions(max_new_tokens=max_new_tokens, **options)
+        words = self._word_scorers(ngram_lm, tokenizer, search, decoding)
+        if decoding == "ctc":
+            output = self._ctc_search(input_features, attention_mask, search, words)
+        else:
+            output = self._joint_search(input_features, attention_mask, search, self._fusion_lm(lm, search.lm_weight),
+                                        words)  # fmt: skip
+        self._warn_if_cut(output.sequences, max_new_tokens)
+        if return_token_spans:
+            return self._with_token_spans(output, input_features, attention_mask)
+        return output if return_dict else output.sequences
+
+    def _with_token_spans(self, output, input_features, attention_mask) -> SpeechSeqGenerateOutput:
+        """`generate()`'s output with `token_spans`: the CTC head's alignment of each returned sequence."""
+        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        copies = len(sequences) // len(input_features)  # num_return_sequences
+        mask = None if attention_mask is None else attention_mask.repeat_interleave(copies, dim=0)
+        spans = self._align_where_possible(input_features.repeat_interleave(copies, dim=0), sequences, mask)
+        return SpeechSeqGenerateOutput(
+            sequences=sequences, sequences_scores=getattr(output, "sequences_scores", None),
+            scorer_scores=getattr(output, "scorer_scores", None), token_spans=spans,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def _long_form(self, input_features, attention_mask, segment_seconds: float, segment_normalization=None,
+                   return_token_spans: bool = False, tokenizer=None, **generate_kwargs):  # fmt: skip
+        """Recordings longer than 1.5 segments: each is cut at pauses (runs of CTC blanks, found by the CTC head over
+        overlapping windows) into segments of at most `segment_seconds`, the segments of the whole batch are decoded
+        16 at a time the way the options say (every search and LM), and each recording's segments are joined (a
+        space between them). The decoder never sees more than a segment, so no transcript meets its length limit.
+
+        `segment_normalization="utterance"` (the pipeline passes its feature extractor's) normalises each segment's
+        features over the segment, as the model saw sentences in training: mean and variance over minutes of
+        recording and pauses are not a sentence's (6 points of CER on the demo's model).
+
+        With `return_token_spans`, each segment's transcript is aligned with the segment (`align`) and its frames are
+        moved to the recording's, a space between segments (at the pause) where the tokenizer has one."""
+        c = self.config
+        lengths = frame_lengths(input_features, attention_mask).tolist()
+        config = generate_kwargs.get("generation_config") or self.generation_config
+        if (generate_kwargs.get("num_return_sequences") or config.num_return_sequences or 1) > 1:
+            raise ValueError("long recordings are decoded segment by segment into one transcript each: "
+                             "num_return_sequences must be 1")  # fmt: skip
+        reduction = round(self.frame_seconds / 0.01)  # input frames per encoder frame; segments start at multiples
+        pieces = [(b, start // reduction, input_features[b, start:end])
+                  for b, spans in enumerate(self.long_form_segments(input_features, attention_mask, segment_seconds))
+                  for start, end in spans]  # fmt: skip
+        if segment_normalization == "utterance":  # an utterance's CMVN is affine: exact on features normalised before
+            pieces = [(b, offset, (x - x.mean(0)) / x.std(0, correction=0).clamp(min=STD_FLOOR))
+                      for b, offset, x in pieces]  # fmt: skip
+        elif segment_normalization not in (None, "none", "global"):
+            raise ValueError("segment_normalization must be 'utterance', 'global', 'none' or None, got "
+                             f"{segment_normalization!r}")
+        return_dict = generate_kwargs.pop("return_dict_in_generate", None)
+        return_dict = return_dict or getattr(config, "return_dict_in_generate", False) or return_token_spans
+        generate_kwargs["return_dict_in_generate"] = False
+        transcripts = [[] for _ in lengths]  # per recording, per segment: (tokens, spans in the recording's frames)
+        specials = {c.decoder_start_token_id, c.eos_token_id, c.pad_token_id}
+        for i in range(0, len(pieces), 16):
+            batch = [segment for _, _, segment in pieces[i : i + 16]]
+            mask = torch.zeros(len(batch), max(map(len, batch)), dtype=torch.long, device=input_features.device)
+            for row, segment in zip(mask, batch):
+                row[: len(segment)] = 1
+            padded = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True)
+            sequences = self.generate(padded, attention_mask=mask, segment_seconds=float("inf"), tokenizer=tokenizer,
+                                      **generate_kwargs)  # fmt: skip
+            spans = self._align_where_possible(padded, sequences, mask) if return_token_spans else [[]] * len(batch)
+            for (b, offset, _), row, aligned in zip(pieces[i : i + 16], sequences.tolist(), spans):
+                moved = [(token, start + offset, end + offset) for token, start, end in aligned]
+                transcripts[b].append(([t for t in row if t not in specials], moved))
+        space = self._space_token(tokenizer)
+        joined, joined_spans = [], []
+        for segments in transcripts:
+            tokens, token_spans = [], []
+            for segment, aligned in (s for s in segments if s[0]):
+                if tokens and space is not None:  # the space between two segments, at the pause between them
+                    tokens.append(space)
+                    if aligned and token_spans:
+                        token_spans.append((space, token_spans[-1][2], aligned[0][1]))
+                tokens += segment
+                token_spans += aligned
+            joined.append([c.decoder_start_token_id, *tokens, c.eos_token_id])
+            joined_spans.append(token_spans)
+        width = max(map(len, joined))
+        sequences = torch.tensor([row + [c.pad_token_id] * (width - len(row)) for row in joined],
+                                 device=input_features.device)  # fmt: skip
+        if not return_dict:
+            return sequences
+        return SpeechSeqGenerateOutput(sequences=sequences, token_spans=joined_spans if return_token_spans else None)
+
+    @torch.no_grad()
+    def long_form_segments(self, input_features, attention_mask=None, segment_seconds: float = 20.0,
+                           min_pause: float = 0.35) -> list:  # fmt: skip
+        """Where `generate()` cuts long recordings: per recording, `(start, end)` input frames of segments of at most
+        `segment_seconds`, cut at every pause of `min_pause` seconds or more and in pauses within longer stretches
+        (`silence_segments` over the CTC head's best path, computed over windows of `segment_seconds` with 2 s of
+        context on each side, so that every frame hears its surroundings and memory does not grow with the
+        recording)."""
+        c = self.config
+        reduction = 2 if c.encoder_type == "whisper" else c.subsampling_factor
+        max_frames = max(2, int(segment_seconds / self.frame_seconds))
+        window, context = max_frames * reduction, int(2.0 / 0.01)  # in input frames (10 ms)
+        all_spans = []
+        for b, n in enumerate(frame_lengths(input_features, attention_mask).tolist()):
+            is_blank = []
+            for start in range(0, n, window):
+                left, right = max(0, start - context), min(n, start + window + context)
+                encoded, _ = self.encode(input_features[b : b + 1, left:right])
+                best = self.ctc_log_probs(encoded)[0].argmax(-1)
+                first = (start - left) // reduction
+                count = (min(n, start + window) - start + reduction - 1) // reduction
+                is_blank += (best[first : first + count] == c.blank_token_id).tolist()
+            segments = silence_segments(is_blank, max_frames, min_pause=max(2, round(min_pause / self.frame_seconds)))
+            cuts = [a * reduction for a, _ in segments][1:]  # the last segment runs to the end
+            spans = list(zip([0, *cuts], [*cuts, n]))
+            all_spans.append([(a, e) for a, e in spans if e - a >= max(1, c.min_input_frames)])
+        return all_spans
+
+    def _space_token(self, tokenizer) -> int | None:
+        """The token between two words of a character tokenizer (None for BPE, whose pieces start words)."""
+        if tokenizer is None:
+            if not os.path.isdir(self.name_or_path):
+                raise ValueError("joining the segments of a long recording needs the tokenizer: pass tokenizer=, or "
+                                 "load the model from a directory that holds it")  # fmt: skip
+            tokenizer = self._load(("tokenizer", self.name_or_path), lambda: load_tokenizer(self.name_or_path))
+        space = tokenizer.convert_tokens_to_ids(" ")
+        return None if space == tokenizer.unk_token_id else space
+
+    def _warn_if_cut(self, sequences: torch.LongTensor, max_new_tokens: int) -> None:
+        """Say which transcripts stopped at the length limit rather than at `[EOS]`: never truncate silently."""
+        cut = ~(sequences == self.config.eos_token_id).any(dim=1)
+        if cut.any():
+            logger.warning("transcripts %s of this batch reached the limit of %d new tokens without [EOS]: they may "
+                           "be cut short (raise max_new_tokens, or split the audio)", cut.nonzero().flatten().tolist(),
+                           max_new_tokens)  # fmt: skip
+    def _in_model_dir(self, path) -> str:
+        """A relative path saved in the generation config names a file (the n-gram LM) or a directory (the fusion
+        LM) inside the model's directory."""
+        if os.path.isabs(path) or not os.path.isdir(self.name_or_path):
+            return path
+        return os.path.join(self.name_or_path, path)
+
+    def _word_scorers(self, ngram_lm, tokenizer, options: BeamSearchOptions, decoding: str) -> dict:
+        """The n-gram LM's scorer and the word bonus, as the options ask for them (loaded once per file)."""
+        if not options.ngram_weight and not options.word_bonus:
+            return {}
+        if not options.ngram_weight and decoding == "ctc":
+            raise ValueError("the CTC prefix search counts words for the n-gram LM only: word_bonus needs "
+                             "ngram_weight > 0")
+        if tokenizer is None:
+            if not os.path.isdir(self.name_or_path):
+                raise ValueError("the n-gram LM reads tokens as words: pass tokenizer= (the model's tokenizer), or "
+                                 "load the model from a directory that holds it")  # fmt: skip
+            tokenizer = self._load(("tokenizer", self.name_or_path), lambda: load_tokenizer(self.name_or_path))
+        if len(tokenizer) != self.config.vocab_size:
+            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens, the model {self.config.vocab_size}")
+        pieces = word_pieces(tokenizer)
+        scorers = {"word_bonus": WordBonus(pieces, self.config.eos_token_id)} if options.word_bonus else {}
+        if options.ngram_weight:
+            if not isinstance(ngram_lm, WordLanguageModel):
+                path = os.path.abspath(ngram_lm)
+                ngram_lm = self._load(("ngram", path), lambda: WordLanguageModel(path))
+            ngram_lm.check_spelling(pieces)
+            scorers["ngram"] = NgramScorer(ngram_lm, pieces, self.config.eos_token_id, options.unk_penalty)
+        return scorers
+
+    @torch.no_grad()
+    def align(self, input_features, labels, attention_mask=None) -> list[list[tuple[int, int, int]]]:
+        """Where each token of known transcripts is spoken: the CTC head's Viterbi alignment (`ctc_forced_align`).
+
+        Args:
+            input_features (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`), attention_mask: as for
+                `generate`.
+            labels (`torch.LongTensor` of shape `(batch, tokens)`): the transcripts, as the processor gives them
+                (`[EOS]`, padding and -100 are skipped).
+
+        Returns:
+            per utterance, `(token_id, start_frame, end_frame)` of each token in encoder frames (end exclusive; one
+            frame is `self.frame_seconds` long); `timestamp_chunks` turns them into words or characters with times.
+        """
+        c = self.config
+        specials = torch.tensor([c.eos_token_id, c.pad_token_id, c.decoder_start_token_id, c.blank_token_id, -100],
+                                device=labels.device)  # fmt: skip
+        transcripts = [row[~torch.isin(row, specials)] for row in labels]
+        label_lengths = torch.tensor([len(t) for t in transcripts], device=labels.device)
+        padded = torch.zeros(len(transcripts), max(1, int(label_lengths.max())), dtype=torch.long, device=labels.device)
+        for row, transcript in zip(padded, transcripts):
+            row[: len(transcript)] = transcript
+        encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
+        positions, _ = ctc_forced_align(self.ctc_log_probs(encoder_hidden_states), lengths, padded, label_lengths,
+                                        c.blank_token_id)  # fmt: skip
+        spans = []
+        for transcript, frames in zip(transcripts, positions):
+            starts = torch.full((len(transcript),), -1, dtype=torch.long)
+            ends = torch.zeros(len(transcript), dtype=torch.long)
+            for t, position in enumerate(frames.tolist()):
+                if position >= 0:
+                    starts[position] = t if starts[position] < 0 else starts[position]
+                    ends[position] = t + 1
+            spans.append([(int(token), int(a), int(b)) for token, a, b in zip(transcript, starts, ends)])
+        return spans
+
+    def _align_where_possible(self, input_features, sequences, attention_mask) -> list[list[tuple[int, int, int]]]:
+        """`align` for decoded sequences: a transcript the CTC head cannot align (more labels than the audio has
+        frames for) gets no spans and a warning, and the rest of the batch keeps theirs."""
+        try:
+            return self.align(input_features, sequences, attention_mask)
+        except ValueError:
+            spans, failed = [], []
+            for i in range(len(sequences)):
+                try:
+                    mask = None if attention_mask is None else attention_mask[i : i + 1]
+                    spans += self.align(input_features[i : i + 1], sequences[i : i + 1], mask)
+                except ValueError:
+                    spans.append([])
+                    failed.append(i)
+            logger.warning("no timestamps for transcripts %s of this batch: longer than the CTC head can align with "
+                           "their audio", failed)  # fmt: skip
+            return spans
+
+    @property
+    def frame_seconds(self) -> float:
+        """The duration of one encoder frame: 10 ms feature frames times the front end's time reduction."""
+        reduction = 2 if self.config.encoder_type == "whisper" else self.config.subsampling_factor
+        return reduction * 0.01
+
+    def timestamps(self, input_features, labels, tokenizer, attention_mask=None, level: str = "word") -> list[list[dict]]:
+        """`align`, then per utterance `[{"text", "timestamp": (start, end)}]` in seconds per word or character, as
+        transformers' ASR pipeline returns timestamps."""
+        pieces = word_pieces(tokenizer)
+        return [timestamp_chunks(spans, pieces, self.frame_seconds, level)
+                for spans in self.align(input_features, labels, attention_mask)]  # fmt: skip
+
+    def _load(self, key: tuple, load):
+        """`load()` once per key: generate() is called batch after batch with the same paths."""
+        if key not in self._loaded:
+            self._loaded[key] = load()
+        return self._loaded[key]
+
+    def _max_new_tokens(self, kwargs: dict, config: GenerationConfig) -> int:
+        """New tokens to allow: `max_new_tokens`, else `max_length - 1`, else all; never past the decoder's length."""
+        limit = self.config.max_target_positions - 1
+        max_new_tokens = kwargs.pop("max_new_tokens", None) or config.max_new_tokens
+        max_length = kwargs.pop("max_length", None) or config.max_length
+        if max_new_tokens is None:
+            max_new_tokens = max_length - 1 if max_length else limit
+        return max(1, min(max_new_tokens, limit))
+
+    def _fusion_lm(self, lm, lm_weight: float):
+        """The language model to fuse (loaded once per directory), checked against this model's tokens."""
+        if lm is None or lm_weight == 0:
+            return None
+        if isinstance(lm, (str, os.PathLike)):
+            lm = self._load(("lm", str(lm)), lambda: AutoModelForCausalLM.from_pretrained(lm))
+        check_fusion_lm(lm, self.config)
+        return lm.to(self.device).eval()
+
+    @torch.no_grad()
+    def _joint_search(self, input_features, attention_mask, options: BeamSearchOptions, lm,
+                      words: dict) -> SpeechSeqGenerateOutput:  # fmt: skip
+        encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
+        T = encoder_hidden_states.shape[1]
+        encoder_mask = None if attention_mask is None else lengths_to_mask(lengths, T)
+        c = self.config
+        scorers = {"decoder": DecoderScorer(self, encoder_hidden_states, encoder_mask, options.temperature,
+                                            options.repetition_penalty)}  # fmt: skip
+        weights = {"decoder": 1.0 - options.ctc_weight, "ctc": options.ctc_weight, "lm": options.lm_weight,
+                   "length_bonus": options.length_bonus, "ngram": options.ngram_weight,
+                   "word_bonus": options.word_bonus}  # fmt: skip
+        if options.ctc_weight:
+            scorers["ctc"] = CTCPrefixScorer(self.ctc_log_probs(encoder_hidden_states), lengths, c.blank_token_id,
+                                             c.eos_token_id, (c.pad_token_id, c.decoder_start_token_id))  # fmt: skip
+        if lm is not None:
+            scorers["lm"] = LMScorer(lm)
+        if options.length_bonus:
+            scorers["length_bonus"] = LengthBonus(c.vocab_size)
+        scorers.update(words)
+        # CTC gives every token a frame of its own: no transcript is longer than the encoder's frames (plus [EOS]).
+        limits = (lengths + 1).clamp(max=options.max_new_tokens)
+        output = beam_search(
+            scorers, weights, len(lengths), limits, options,
+            c.decoder_start_token_id, c.eos_token_id, c.pad_token_id, c.vocab_size, encoder_hidden_states.device,
+        )  # fmt: skip
+        return SpeechSeqGenerateOutput(
+            sequences=output.sequences, sequences_scores=output.sequences_scores, scorer_scores=output.scorer_scores
+        )
+
+    @torch.no_grad()
+    def _ctc_search(self, input_features, attention_mask, options: BeamSearchOptions,
+                    words: dict) -> SpeechSeqGenerateOutput:  # fmt: skip
+        """The CTC head alone: the best path (one beam, no n-gram LM; repeats merged, blanks dropped) or prefix beam
+        search (with the n-gram LM and word bonus when `words` has them)."""
+        encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
+        log_probs = self.ctc_log_probs(encoder_hidden_states)
+        c = self.config
+        if options.num_beams == 1 and not words:
+            best = log_probs.argmax(dim=-1)  # (B, frames)
+            keep = (best != c.blank_token_id) & lengths_to_mask(lengths, best.shape[1])
+            keep[:, 1:] &= best[:, 1:] != best[:, :-1]  # a repeat merges with the frame before it
+            labels = [row[k].tolist() for row, k in zip(best, keep)]
+            scores = [None] * len(labels)
+        else:
+            excluded = (c.pad_token_id, c.decoder_start_token_id, c.eos_token_id)
+            nbest, nbest_scores = ctc_prefix_beam_search(
+                log_probs, lengths, options.num_beams, c.blank_token_id, excluded, options.num_return_sequences,
+                words.get("ngram"), options.ngram_weight, options.word_bonus,
+            )  # fmt: skip
+            labels = [y for hypotheses in nbest for y in hypotheses]
+            scores = [score for hypotheses in nbest_scores for score in hypotheses]
+        # a CTC transcript longer than the limit is cut and left without [EOS], so that the caller is told
+        sequences = [[c.decoder_start_token_id, *y, c.eos_token_id] if len(y) < options.max_new_tokens
+                     else [c.decoder_start_token_id, *y[: options.max_new_tokens]] for y in labels]  # fmt: skip
+        width = max(map(len, sequences))
+        padded = [y + [c.pad_token_id] * (width - len(y)) for y in sequences]
+        sequences_scores = None if scores[0] is None else torch.tensor(scores, device=log_probs.device)
+        return SpeechSeqGenerateOutput(
+            sequences=torch.tensor(padded, device=log_probs.device), sequences_scores=sequences_scores,
+            scorer_scores=None if sequences_scores is None or words else {"ctc": sequences_scores},
+        )  # fmt: skip
+

@@ -9,41 +9,29 @@ import logging
 import math
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.generation.utils import GenerateBeamEncoderDecoderOutput
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPastAndCrossAttentions
 from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutput, Seq2SeqModelOutput
 from transformers.models.auto.modeling_auto import MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES
 
-from .feature_extraction_speechseq import STD_FLOOR
 from .configuration_speechseq import SAMPLES_PER_FRAME, SUBSAMPLING_CONVS, SpeechSeqConfig, SpeechSeqLMConfig
 from .generation_speechseq import (
     CACHE_NAME,
-    BeamSearchOptions,
-    CTCPrefixScorer,
-    DecoderScorer,
-    LengthBonus,
-    LMScorer,
-    NgramScorer,
-    WordBonus,
-    beam_search,
-    check_fusion_lm,
-    ctc_forced_align,
-    ctc_prefix_beam_search,
-    silence_segments,
-    timestamp_chunks,
+    SpeechSeqGenerateOutput,
+    SpeechSeqGenerationMixin,
+    frame_lengths,
+    lengths_to_mask,
 )
-from .ngram_lm import WordLanguageModel, word_pieces
-from .tokenization_speechseq import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -91,17 +79,6 @@ class SpeechSeqEncoderOutput(BaseModelOutput):
     interctc_logits: tuple[torch.FloatTensor, ...] | None = None
 
 
-@dataclass
-class SpeechSeqGenerateOutput(GenerateBeamEncoderDecoderOutput):
-    r"""
-    What `generate(..., return_dict_in_generate=True)` returns from speechseq's own searches: transformers' beam
-    output (`sequences`, `sequences_scores`) and each scorer's share.
-
-    scorer_scores (`dict[str, torch.FloatTensor]`, *optional*): for each scorer (`"decoder"`, `"ctc"`, `"lm"`,
-        `"length_bonus"`), its unweighted total score of each returned sequence, shape `(batch * num_return_sequences,)`.
-    """
-
-    scorer_scores: dict[str, torch.FloatTensor] | None = None
 
 
 def sinusoids(positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -146,11 +123,6 @@ def subsampled_lengths(lengths: torch.Tensor, subsampling_factor: int) -> torch.
     for kernel, stride in SUBSAMPLING_CONVS[subsampling_factor]:
         lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
     return lengths
-
-
-def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
-    """(B,) lengths -> (B, max_length) bool, True on real positions."""
-    return torch.arange(max_length, device=lengths.device) < lengths[:, None]
 
 
 def spec_augment(features: torch.Tensor, lengths: torch.Tensor, config: SpeechSeqConfig) -> torch.Tensor:
@@ -238,7 +210,11 @@ class WaveformSubsampling(nn.Module):
 
 
 class SpeechSeqAttention(nn.Module):
-    """Multi-head attention through `scaled_dot_product_attention`; the explicit path returns the weights.
+    """Multi-head attention, as `config._attn_implementation` says (`attn_implementation=` in `from_pretrained` and
+    `from_config`, or `model.set_attn_implementation`): `"sdpa"` (the default) through torch's
+    `scaled_dot_product_attention`, `"eager"` explicitly; the explicit path also serves `output_attentions` under
+    SDPA (it returns the weights) and the soft mask. A causal attention (`is_causal`, the decoder's self-attention)
+    given no mask makes its own, so that a batch without padding takes SDPA's fused causal kernels.
 
     Masks are boolean, broadcastable to (B, heads, T_query, T_key), True where a query may attend: masked logits
     become -inf, or with `soft_mask` (the experimental "soft" mode) are multiplied by 1e-6. In
@@ -247,10 +223,12 @@ class SpeechSeqAttention(nn.Module):
     copy of the encoder's keys and values per utterance instead of one per beam; the mask then has their rows.
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float, layer_idx: int | None = None, soft_mask=False):
+    def __init__(self, config, num_heads: int, layer_idx: int | None = None, is_causal: bool = False):
         super().__init__()
-        self.num_heads, self.head_dim, self.dropout, self.layer_idx = num_heads, d_model // num_heads, dropout, layer_idx
-        self.soft_mask = soft_mask
+        d_model, self.config = config.d_model, config
+        self.num_heads, self.head_dim, self.layer_idx = num_heads, d_model // num_heads, layer_idx
+        self.dropout, self.is_causal = config.attention_dropout, is_causal
+        self.soft_mask = config.attention_mask_mode == "soft"
         self.q_proj = nn.Linear(d_model, d_model)
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
@@ -284,7 +262,12 @@ class SpeechSeqAttention(nn.Module):
         if group > 1:  # (U * group, heads, T_query, head_dim) -> (U, heads, group * T_query, head_dim)
             q = q.unflatten(0, (-1, group)).transpose(1, 2).flatten(2, 3)
         dropout = self.dropout if self.training else 0.0
-        if output_attentions or (self.soft_mask and mask is not None):
+        causal = self.is_causal and mask is None and queries > 1
+        eager = output_attentions or self.soft_mask or self.config._attn_implementation == "eager"
+        if causal and (eager or queries != k.shape[2]):  # queries after cached keys: the last `queries` positions
+            mask = torch.ones(queries, k.shape[2], dtype=torch.bool, device=q.device).tril(k.shape[2] - queries)
+            causal = False
+        if eager:
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, heads, T_query, T_key)
             if mask is not None and self.soft_mask:
                 scores = torch.where(mask, scores, scores * 1e-6)
@@ -293,7 +276,8 @@ class SpeechSeqAttention(nn.Module):
             weights = F.dropout(scores.softmax(dim=-1), dropout, self.training)
             y = weights @ v
         else:
-            y, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout), None
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)
+            weights = None
         if group > 1:
             y = y.unflatten(2, (group, queries)).transpose(1, 2).flatten(0, 1)
         y = y.transpose(1, 2).reshape(*x.shape[:2], -1)  # (B, T_query, d_model)
@@ -319,8 +303,7 @@ class SpeechSeqEncoderLayer(GradientCheckpointingLayer):
         super().__init__()
         d, eps = config.d_model, config.layer_norm_eps
         self.self_attn_layer_norm = nn.LayerNorm(d, eps=eps)
-        soft = config.attention_mask_mode == "soft"
-        self.self_attn = SpeechSeqAttention(d, config.encoder_attention_heads, config.attention_dropout, soft_mask=soft)
+        self.self_attn = SpeechSeqAttention(config, config.encoder_attention_heads)
         self.final_layer_norm = nn.LayerNorm(d, eps=eps)
         self.mlp = FeedForward(d, config.encoder_ffn_dim, config.activation_function, config.activation_dropout)
         self.dropout = nn.Dropout(config.dropout)
@@ -365,11 +348,10 @@ class ConformerLayer(GradientCheckpointingLayer):
     def __init__(self, config: SpeechSeqConfig):
         super().__init__()
         d, eps, ffn = config.d_model, config.layer_norm_eps, config.encoder_ffn_dim
-        soft = config.attention_mask_mode == "soft"
         self.ffn_in_layer_norm = nn.LayerNorm(d, eps=eps)
         self.ffn_in = FeedForward(d, ffn, "swish", config.activation_dropout)
         self.self_attn_layer_norm = nn.LayerNorm(d, eps=eps)
-        self.self_attn = SpeechSeqAttention(d, config.encoder_attention_heads, config.attention_dropout, soft_mask=soft)
+        self.self_attn = SpeechSeqAttention(config, config.encoder_attention_heads)
         self.conv_layer_norm = nn.LayerNorm(d, eps=eps)
         self.conv = ConformerConvolution(config)
         self.ffn_out_layer_norm = nn.LayerNorm(d, eps=eps)
@@ -394,12 +376,11 @@ class SpeechSeqDecoderLayer(GradientCheckpointingLayer):
     def __init__(self, config: SpeechSeqConfig, layer_idx: int, cross_attention: bool = True):
         super().__init__()
         d, eps, heads = config.d_model, config.layer_norm_eps, config.decoder_attention_heads
-        soft = config.attention_mask_mode == "soft"
         self.self_attn_layer_norm = nn.LayerNorm(d, eps=eps)
-        self.self_attn = SpeechSeqAttention(d, heads, config.attention_dropout, layer_idx, soft)
+        self.self_attn = SpeechSeqAttention(config, heads, layer_idx, is_causal=True)
         if cross_attention:
             self.encoder_attn_layer_norm = nn.LayerNorm(d, eps=eps)
-            self.encoder_attn = SpeechSeqAttention(d, heads, config.attention_dropout, layer_idx, soft)
+            self.encoder_attn = SpeechSeqAttention(config, heads, layer_idx)
         self.final_layer_norm = nn.LayerNorm(d, eps=eps)
         self.mlp = FeedForward(d, config.decoder_ffn_dim, config.activation_function, config.activation_dropout)
         self.dropout = nn.Dropout(config.dropout)
@@ -441,6 +422,13 @@ class SpeechSeqPreTrainedModel(PreTrainedModel):
     # The loss is a mean over the batch's tokens (and utterances, for CTC); it takes no `num_items_in_batch`. Without
     # this, the Trainer sees `**kwargs` in forward and multiplies the loss by the number of processes.
     accepts_loss_kwargs = False
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        """`set_attn_implementation("eager" | "sdpa")` works on a built model: every attention reads
+        `config._attn_implementation` when it runs. (transformers guesses this from the source, looking for its own
+        attention registry, which speechseq's two implementations do not need.)"""
+        return True
 
     def _init_weights(self, module):
         if isinstance(module, (nn.Conv1d, nn.Conv2d)):
@@ -559,7 +547,9 @@ class SpeechSeqEncoder(nn.Module):
         elif self.config.encoder_type != "whisper":  # a Whisper encoder's frames carry its positions already
             x = x + sinusoids(positions, x.shape[-1]).to(x.dtype)
         x = self.dropout(x)
-        mask = None if attention_mask is None else lengths_to_mask(out_lengths, T)[:, None, None, :]
+        # no mask where nothing is padded, so that SDPA may take its fused kernels
+        padded = attention_mask is not None and bool((out_lengths < T).any())
+        mask = lengths_to_mask(out_lengths, T)[:, None, None, :] if padded else None
         hidden_states, attentions, interctc_logits = [], [], []
         intermediate = set(self.config.interctc_layers) if self._ctc_head else set()
         if self.config.self_conditioning and not self._ctc_head:
@@ -649,12 +639,11 @@ class SpeechSeqDecoder(nn.Module):
             x = x + sinusoids(positions, x.shape[-1]).to(x.dtype)
         x = self.dropout(x)
 
-        self_mask = None  # (1 or B, 1, T, past + T): causal, and padding where a mask is given
-        if T > 1:
-            self_mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)[None, None]
+        self_mask = None  # (B, 1, T, past + T) where tokens are padded: causal and padding; else attention's own
         if attention_mask is not None and not attention_mask.bool().all():
-            padding = attention_mask.bool()[:, None, None, :]
-            self_mask = padding if self_mask is None else self_mask & padding
+            self_mask = attention_mask.bool()[:, None, None, :]
+            if T > 1:
+                self_mask = self_mask & torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
         cross_mask = None if encoder_attention_mask is None else encoder_attention_mask[:, None, None, :]
 
         hidden_states, self_attentions, cross_attentions = [], [], []
@@ -677,13 +666,6 @@ class SpeechSeqDecoder(nn.Module):
         )
 
 
-def frame_lengths(input_features: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.LongTensor:
-    """Real input frames of each utterance: from the frame-level mask, or all frames when there is none."""
-    if attention_mask is None:
-        return torch.full(input_features.shape[:1], input_features.shape[1], device=input_features.device)
-    return attention_mask.sum(-1).long()
-
-
 def encoder_lengths(config: SpeechSeqConfig, lengths: torch.Tensor) -> torch.LongTensor:
     if config.encoder_type == "whisper":  # kernel 3, padding 1, then the same with stride 2
         if (lengths < 1).any():
@@ -698,12 +680,25 @@ def encoder_lengths(config: SpeechSeqConfig, lengths: torch.Tensor) -> torch.Lon
     return subsampled_lengths(lengths, config.subsampling_factor)
 
 
+def output_options(config, output_attentions, output_hidden_states, return_dict) -> tuple[bool, bool, bool]:
+    """The call's `output_attentions`, `output_hidden_states` and `return_dict`, each falling back to the config's
+    when not given (`None`), as transformers' models do."""
+    return (
+        config.output_attentions if output_attentions is None else output_attentions,
+        config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+        getattr(config, "return_dict", True) if return_dict is None else return_dict,
+    )
+
+
 def cache_argument(cache, kwargs: dict):
     """The key/value cache a forward was given: as `cache` (transformers >= 5.24) or as `past_key_values` (before),
     which is taken out of `kwargs`."""
     legacy = kwargs.pop("past_key_values", None)
     if cache is not None and legacy is not None:
         raise ValueError("the cache was given twice, as `cache` and as `past_key_values`: give it once")
+    if legacy is not None and CACHE_NAME == "cache":  # the installed transformers has the new name: say so
+        warnings.warn("`past_key_values` is deprecated: pass the key/value cache as `cache` (its name since "
+                      "transformers 5.24)", FutureWarning, stacklevel=3)  # fmt: skip
     return cache if cache is not None else legacy
 
 
@@ -738,8 +733,9 @@ class SpeechSeqModel(SpeechSeqPreTrainedModel):
     ) -> Seq2SeqModelOutput:
         """`cache`: the key/value cache, also accepted as `past_key_values` (its name before transformers 5.24)."""
         cache = cache_argument(cache, kwargs)
-        output_attentions = bool(output_attentions)
-        output_hidden_states = bool(output_hidden_states)
+        output_attentions, output_hidden_states, return_dict = output_options(
+            self.config, output_attentions, output_hidden_states, return_dict
+        )
         if encoder_outputs is None:
             encoder_outputs = self.encoder(input_features, attention_mask, output_attentions, output_hidden_states)
         elif not isinstance(encoder_outputs, BaseModelOutput):
@@ -776,22 +772,12 @@ class SpeechSeqModel(SpeechSeqPreTrainedModel):
             encoder_hidden_states=encoder_outputs.hidden_states,
             encoder_attentions=encoder_outputs.attentions,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
 
-# generate()'s search options and their defaults when neither the call nor generation_config sets them.
-_SEARCH_DEFAULTS = {
-    "num_beams": 1, "num_return_sequences": 1, "ctc_weight": 0.0, "lm_weight": 0.0, "length_bonus": 0.0,
-    "length_penalty": 1.0, "early_stopping": False, "temperature": 1.0, "repetition_penalty": 1.0,
-    "ngram_weight": 0.0, "unk_penalty": -3.0, "word_bonus": 0.0,
-}  # fmt: skip
-# What transformers' callers pass to generate() that speechseq's searches do not need: Seq2SeqTrainer's
-# prediction_step adds `labels` and `synced_gpus`; the ASR pipeline and users may ask for cache and sampling settings.
-_IGNORED_GENERATE_KWARGS = {"labels", "synced_gpus", "use_cache", "do_sample", "output_scores", "output_attentions",
-                            "output_hidden_states"}  # fmt: skip
 
 
-class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixin):
+class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, SpeechSeqGenerationMixin):
     r"""
     The speechseq ASR model: [`SpeechSeqModel`], an output layer tied to the token embedding, and a CTC head on the
     encoder. Trained with `loss = (1 - ctc_weight) * label-smoothed cross-entropy + ctc_weight * CTC`.
@@ -990,336 +976,28 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
         for name in self.decoder_lm_parameter_names():
             parameters[name].requires_grad_(not frozen)
 
-    def generate(
-        self,
-        input_features: torch.FloatTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        generation_config: GenerationConfig | None = None,
-        decoding: str | None = None,
-        lm=None,
-        ngram_lm=None,
-        tokenizer=None,
-        **kwargs,
-    ):
-        r"""
-        Transcribe: greedy or beam search with the attention decoder, fused with CTC prefix scores and an external
-        language model; or the CTC head alone.
-
-        Every option may also be set on `generation_config` (`model.generation_config.ctc_weight = 0.3`, saved with
-        the model), which `pipeline("automatic-speech-recognition")` and `Seq2SeqTrainer(predict_with_generate=True)`
-        then use; keyword arguments win.
-
-        Args:
-            input_features (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`): also accepted as `inputs`.
-            attention_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*): 1 on real frames.
-            decoding (`str`, *optional*, defaults to `"attention"`): `"attention"` (the decoder, with the scorers
-                below) or `"ctc"` (the CTC head alone: best path with one beam, prefix beam search with more).
-            num_beams (`int`, defaults to 1): one beam with the decoder alone is transformers' greedy search; anything
-                else is speechseq's beam search.
-            ctc_weight (`float`, defaults to 0): weight of the CTC prefix score; the decoder gets `1 - ctc_weight`.
-            lm (`PreTrainedModel` or `str`, *optional*): the fusion language model, or its directory; any
-                `AutoModelForCausalLM` with the ASR model's vocabulary and special tokens.
-            lm_weight (`float`, defaults to 0): weight of the language model's log-probabilities.
-            length_bonus (`float`, defaults to 0): score added per token.
-            ngram_lm (`str`, `os.PathLike` or `WordLanguageModel`, *optional*): a word n-gram LM, ARPA or KenLM binary
-                (`speechseq.train_ngram_lm`, `examples/build_ngram_lm.py`), fused word by word into the beam search
-                and into the CTC prefix search. Saved in `generation_config` as a path relative to the model's
-                directory (the file inside it), so that the setting survives moving or copying the directory.
-            ngram_weight (`float`, defaults to 0): weight of its log-probabilities.
-            unk_penalty (`float`, defaults to -3): its score of each character spelled outside its words.
-            word_bonus (`float`, defaults to 0): score added per completed word.
-            tokenizer (`PreTrainedTokenizerBase`, *optional*): the model's tokenizer, which the n-gram LM needs to
-                read tokens as words; by default the one saved in the model's directory.
-            num_return_sequences, length_penalty, early_stopping, temperature, repetition_penalty, max_new_tokens,
-                max_length, return_dict_in_generate: transformers' meanings (see `BeamSearchOptions`). The length
-                is capped at `max_target_positions - 1` new tokens (the pipeline asks for 256 whatever the model)
-                and at one token per encoder frame plus `[EOS]` (per utterance in beam search).
-
-        Returns:
-            `torch.LongTensor` of shape `(batch * num_return_sequences, tokens)`: `decoder_start_token_id`, the tokens,
-            `eos_token_id`, then padding (as transformers' `generate`); or, with `return_dict_in_generate=True` in
-            speechseq's searches, a [`SpeechSeqGenerateOutput`] with `sequences_scores` and `scorer_scores`.
-
-        Example:
-
-        ```python
-        >>> import torch
-        >>> from speechseq import SpeechSeqConfig, SpeechSeqForConditionalGeneration
-        >>> model = SpeechSeqForConditionalGeneration(SpeechSeqConfig.from_preset("tiny", vocab_size=40)).eval()
-        >>> features = torch.randn(2, 100, 80)
-        >>> out = model.generate(features, num_beams=4, ctc_weight=0.3, max_new_tokens=8, return_dict_in_generate=True)
-        >>> sorted(out.scorer_scores)
-        ['ctc', 'decoder']
-        ```
-        """
-        if input_features is None:  # transformers' own name for the main input, as in `generate(inputs=features)`
-            input_features = kwargs.pop("inputs", None)
-        config = generation_config or self.generation_config
-        segment_seconds = kwargs.pop("segment_seconds", None) or getattr(config, "segment_seconds", None) or 20.0
-        segment_normalization = kwargs.pop("segment_normalization", None)
-        if int(frame_lengths(input_features, attention_mask).max()) * 0.01 > 1.5 * segment_seconds:
-            return self._long_form(input_features, attention_mask, segment_seconds, segment_normalization,
-                                   generation_config=generation_config, decoding=decoding, lm=lm, ngram_lm=ngram_lm,
-                                   tokenizer=tokenizer, **kwargs)  # fmt: skip
-
-        def setting(name, default):
-            value = kwargs.pop(name, None)
-            value = getattr(config, name, None) if value is None else value
-            return default if value is None else value
-
-        decoding = decoding or setting("decoding", "attention")
-        options = {name: setting(name, default) for name, default in _SEARCH_DEFAULTS.items()}
-        lm = lm if lm is not None else setting("lm", None)
-        if ngram_lm is None and getattr(config, "ngram_lm", None):
-            ngram_lm = self._in_model_dir(config.ngram_lm)
-        return_dict = setting("return_dict_in_generate", False)
-        # One token per encoder frame at most (CTC's bound, and a stop for a decoder that loops), plus [EOS].
-        most = int(encoder_lengths(self.config, frame_lengths(input_features, attention_mask)).max()) + 1
-        max_new_tokens = min(self._max_new_tokens(kwargs, config), most)
-        if decoding not in ("attention", "ctc"):
-            raise ValueError(f"decoding must be 'attention' or 'ctc', got {decoding!r}")
-        if options["lm_weight"] and lm is None:
-            raise ValueError("lm_weight > 0 needs a language model: pass lm=<model or directory>")
-        if (options["ngram_weight"] or options["word_bonus"]) and ngram_lm is None:
-            raise ValueError("ngram_weight and word_bonus need a word n-gram LM: pass ngram_lm=<ARPA file>")
-
-        fused = any(options[name] for name in ("ctc_weight", "lm_weight", "length_bonus", "ngram_weight", "word_bonus"))
-        if decoding == "attention" and options["num_beams"] == 1 and not fused:
-            # transformers' greedy search: the fast path (and every one of its own options)
-            kwargs.pop("max_length", None)
-            # every option passes on, num_beams too: transformers would take a saved num_beams > 1 from the config
-            for name in ("num_beams", "num_return_sequences", "length_penalty", "early_stopping", "temperature",
-                         "repetition_penalty"):  # fmt: skip
-                kwargs[name] = options[name]
-            output = super().generate(
-                input_features, attention_mask=attention_mask, generation_config=generation_config,
-                max_new_tokens=max_new_tokens, return_dict_in_generate=return_dict, **kwargs,
-            )  # fmt: skip
-            self._warn_if_cut(output.sequences if return_dict else output, max_new_tokens)
-            return output
-
-        unknown = set(kwargs) - _IGNORED_GENERATE_KWARGS
-        if unknown:
-            raise ValueError(f"generate() got options speechseq's search does not use: {sorted(unknown)}")
-        if kwargs.get("do_sample"):
-            raise ValueError("speechseq's beam search does not sample: do_sample must be False")
-        search = BeamSearchOptions(max_new_tokens=max_new_tokens, **options)
-        words = self._word_scorers(ngram_lm, tokenizer, search, decoding)
-        if decoding == "ctc":
-            output = self._ctc_search(input_features, attention_mask, search, words)
-        else:
-            output = self._joint_search(input_features, attention_mask, search, self._fusion_lm(lm, search.lm_weight),
-                                        words)  # fmt: skip
-        self._warn_if_cut(output.sequences, max_new_tokens)
-        return output if return_dict else output.sequences
-
-    @torch.no_grad()
-    def _long_form(self, input_features, attention_mask, segment_seconds: float, segment_normalization=None,
-                   tokenizer=None, **generate_kwargs):  # fmt: skip
-        """Recordings longer than 1.5 segments: each is cut at pauses (runs of CTC blanks, found by the CTC head over
-        overlapping windows) into segments of at most `segment_seconds`, the segments of the whole batch are decoded
-        16 at a time the way the options say (every search and LM), and each recording's segments are joined (a
-        space between them). The decoder never sees more than a segment, so no transcript meets its length limit.
-
-        `segment_normalization="utterance"` (the pipeline passes its feature extractor's) normalises each segment's
-        features over the segment, as the model saw sentences in training: mean and variance over minutes of
-        recording and pauses are not a sentence's (6 points of CER on the demo's model)."""
-        c = self.config
-        lengths = frame_lengths(input_features, attention_mask).tolist()
-        pieces = [(b, input_features[b, start:end])
-                  for b, spans in enumerate(self.long_form_segments(input_features, attention_mask, segment_seconds))
-                  for start, end in spans]  # fmt: skip
-        if segment_normalization == "utterance":  # an utterance's CMVN is affine: exact on features normalised before
-            pieces = [(b, (x - x.mean(0)) / x.std(0, correction=0).clamp(min=STD_FLOOR)) for b, x in pieces]
-        elif segment_normalization not in (None, "none", "global"):
-            raise ValueError("segment_normalization must be 'utterance', 'global', 'none' or None, got "
-                             f"{segment_normalization!r}")
-        config = generate_kwargs.get("generation_config") or self.generation_config
-        return_dict = generate_kwargs.pop("return_dict_in_generate", None)
-        return_dict = return_dict or getattr(config, "return_dict_in_generate", False)
-        generate_kwargs["return_dict_in_generate"] = False
-        transcripts = [[] for _ in lengths]
-        for i in range(0, len(pieces), 16):
-            batch = [segment for _, segment in pieces[i : i + 16]]
-            mask = torch.zeros(len(batch), max(map(len, batch)), dtype=torch.long, device=input_features.device)
-            for row, segment in zip(mask, batch):
-                row[: len(segment)] = 1
-            padded = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True)
-            sequences = self.generate(padded, attention_mask=mask, segment_seconds=float("inf"), tokenizer=tokenizer,
-                                      **generate_kwargs)  # fmt: skip
-            specials = {c.decoder_start_token_id, c.eos_token_id, c.pad_token_id}
-            for (b, _), row in zip(pieces[i : i + 16], sequences.tolist()):
-                transcripts[b].append([t for t in row if t not in specials])
-        space = self._space_token(tokenizer)
-        joined = []
-        for segments in transcripts:
-            tokens = []
-            for segment in filter(None, segments):
-                tokens += ([space] if tokens and space is not None else []) + segment
-            joined.append([c.decoder_start_token_id, *tokens, c.eos_token_id])
-        width = max(map(len, joined))
-        sequences = torch.tensor([row + [c.pad_token_id] * (width - len(row)) for row in joined],
-                                 device=input_features.device)  # fmt: skip
-        return SpeechSeqGenerateOutput(sequences=sequences) if return_dict else sequences
-
-    @torch.no_grad()
-    def long_form_segments(self, input_features, attention_mask=None, segment_seconds: float = 20.0,
-                           min_pause: float = 0.35) -> list:  # fmt: skip
-        """Where `generate()` cuts long recordings: per recording, `(start, end)` input frames of segments of at most
-        `segment_seconds`, cut at every pause of `min_pause` seconds or more and in pauses within longer stretches
-        (`silence_segments` over the CTC head's best path, computed over windows of `segment_seconds` with 2 s of
-        context on each side, so that every frame hears its surroundings and memory does not grow with the
-        recording)."""
-        c = self.config
-        reduction = 2 if c.encoder_type == "whisper" else c.subsampling_factor
-        max_frames = max(2, int(segment_seconds / self.frame_seconds))
-        window, context = max_frames * reduction, int(2.0 / 0.01)  # in input frames (10 ms)
-        all_spans = []
-        for b, n in enumerate(frame_lengths(input_features, attention_mask).tolist()):
-            is_blank = []
-            for start in range(0, n, window):
-                left, right = max(0, start - context), min(n, start + window + context)
-                encoded, _ = self.encode(input_features[b : b + 1, left:right])
-                best = self.ctc_log_probs(encoded)[0].argmax(-1)
-                first = (start - left) // reduction
-                count = (min(n, start + window) - start + reduction - 1) // reduction
-                is_blank += (best[first : first + count] == c.blank_token_id).tolist()
-            segments = silence_segments(is_blank, max_frames, min_pause=max(2, round(min_pause / self.frame_seconds)))
-            cuts = [a * reduction for a, _ in segments][1:]  # the last segment runs to the end
-            spans = list(zip([0, *cuts], [*cuts, n]))
-            all_spans.append([(a, e) for a, e in spans if e - a >= max(1, c.min_input_frames)])
-        return all_spans
-
-    def _space_token(self, tokenizer) -> int | None:
-        """The token between two words of a character tokenizer (None for BPE, whose pieces start words)."""
-        if tokenizer is None:
-            if not os.path.isdir(self.name_or_path):
-                raise ValueError("joining the segments of a long recording needs the tokenizer: pass tokenizer=, or "
-                                 "load the model from a directory that holds it")  # fmt: skip
-            tokenizer = self._load(("tokenizer", self.name_or_path), lambda: load_tokenizer(self.name_or_path))
-        space = tokenizer.convert_tokens_to_ids(" ")
-        return None if space == tokenizer.unk_token_id else space
-
-    def _warn_if_cut(self, sequences: torch.LongTensor, max_new_tokens: int) -> None:
-        """Say which transcripts stopped at the length limit rather than at `[EOS]`: never truncate silently."""
-        cut = ~(sequences == self.config.eos_token_id).any(dim=1)
-        if cut.any():
-            logger.warning("transcripts %s of this batch reached the limit of %d new tokens without [EOS]: they may "
-                           "be cut short (raise max_new_tokens, or split the audio)", cut.nonzero().flatten().tolist(),
-                           max_new_tokens)  # fmt: skip
-    def _in_model_dir(self, path) -> str:
-        """A relative path saved in the generation config names a file in the model's directory."""
-        if os.path.isabs(path) or not os.path.isdir(self.name_or_path):
-            return path
-        return os.path.join(self.name_or_path, path)
-
-    def _word_scorers(self, ngram_lm, tokenizer, options: BeamSearchOptions, decoding: str) -> dict:
-        """The n-gram LM's scorer and the word bonus, as the options ask for them (loaded once per file)."""
-        if not options.ngram_weight and not options.word_bonus:
-            return {}
-        if not options.ngram_weight and decoding == "ctc":
-            raise ValueError("the CTC prefix search counts words for the n-gram LM only: word_bonus needs "
-                             "ngram_weight > 0")
-        if tokenizer is None:
-            if not os.path.isdir(self.name_or_path):
-                raise ValueError("the n-gram LM reads tokens as words: pass tokenizer= (the model's tokenizer), or "
-                                 "load the model from a directory that holds it")  # fmt: skip
-            tokenizer = self._load(("tokenizer", self.name_or_path), lambda: load_tokenizer(self.name_or_path))
-        if len(tokenizer) != self.config.vocab_size:
-            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens, the model {self.config.vocab_size}")
-        pieces = word_pieces(tokenizer)
-        scorers = {"word_bonus": WordBonus(pieces, self.config.eos_token_id)} if options.word_bonus else {}
-        if options.ngram_weight:
-            if not isinstance(ngram_lm, WordLanguageModel):
-                path = os.path.abspath(ngram_lm)
-                ngram_lm = self._load(("ngram", path), lambda: WordLanguageModel(path))
-            ngram_lm.check_spelling(pieces)
-            scorers["ngram"] = NgramScorer(ngram_lm, pieces, self.config.eos_token_id, options.unk_penalty)
-        return scorers
-
-    @torch.no_grad()
-    def align(self, input_features, labels, attention_mask=None) -> list[list[tuple[int, int, int]]]:
-        """Where each token of known transcripts is spoken: the CTC head's Viterbi alignment (`ctc_forced_align`).
-
-        Args:
-            input_features (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`), attention_mask: as for
-                `generate`.
-            labels (`torch.LongTensor` of shape `(batch, tokens)`): the transcripts, as the processor gives them
-                (`[EOS]`, padding and -100 are skipped).
-
-        Returns:
-            per utterance, `(token_id, start_frame, end_frame)` of each token in encoder frames (end exclusive; one
-            frame is `self.frame_seconds` long); `timestamp_chunks` turns them into words or characters with times.
-        """
-        c = self.config
-        specials = torch.tensor([c.eos_token_id, c.pad_token_id, c.decoder_start_token_id, c.blank_token_id, -100],
-                                device=labels.device)  # fmt: skip
-        transcripts = [row[~torch.isin(row, specials)] for row in labels]
-        label_lengths = torch.tensor([len(t) for t in transcripts], device=labels.device)
-        padded = torch.zeros(len(transcripts), max(1, int(label_lengths.max())), dtype=torch.long, device=labels.device)
-        for row, transcript in zip(padded, transcripts):
-            row[: len(transcript)] = transcript
-        encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
-        positions, _ = ctc_forced_align(self.ctc_log_probs(encoder_hidden_states), lengths, padded, label_lengths,
-                                        c.blank_token_id)  # fmt: skip
-        spans = []
-        for transcript, frames in zip(transcripts, positions):
-            starts = torch.full((len(transcript),), -1, dtype=torch.long)
-            ends = torch.zeros(len(transcript), dtype=torch.long)
-            for t, position in enumerate(frames.tolist()):
-                if position >= 0:
-                    starts[position] = t if starts[position] < 0 else starts[position]
-                    ends[position] = t + 1
-            spans.append([(int(token), int(a), int(b)) for token, a, b in zip(transcript, starts, ends)])
-        return spans
-
-    @property
-    def frame_seconds(self) -> float:
-        """The duration of one encoder frame: 10 ms feature frames times the front end's time reduction."""
-        reduction = 2 if self.config.encoder_type == "whisper" else self.config.subsampling_factor
-        return reduction * 0.01
-
-    def timestamps(self, input_features, labels, tokenizer, attention_mask=None, level: str = "word") -> list[list[dict]]:
-        """`align`, then per utterance `[{"text", "timestamp": (start, end)}]` in seconds per word or character, as
-        transformers' ASR pipeline returns timestamps."""
-        pieces = word_pieces(tokenizer)
-        return [timestamp_chunks(spans, pieces, self.frame_seconds, level)
-                for spans in self.align(input_features, labels, attention_mask)]  # fmt: skip
-
-    def _load(self, key: tuple, load):
-        """`load()` once per key: generate() is called batch after batch with the same paths."""
-        if key not in self._loaded:
-            self._loaded[key] = load()
-        return self._loaded[key]
-
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """transformers' `save_pretrained`; a word n-gram LM that the generation config names inside the model's
-        directory is copied along, so that the saved setting stays valid."""
+        """transformers' `save_pretrained`; the language models that the generation config names inside the model's
+        directory (a word n-gram LM file, a fusion LM directory) are copied along, so that the saved setting stays
+        valid wherever the directory goes."""
         super().save_pretrained(save_directory, *args, **kwargs)
-        ngram_lm = getattr(self.generation_config, "ngram_lm", None)
-        if ngram_lm and not os.path.isabs(ngram_lm):
-            source, target = self._in_model_dir(ngram_lm), os.path.join(save_directory, ngram_lm)
-            if os.path.isfile(source) and not os.path.exists(target):
+        for name in ("ngram_lm", "lm"):
+            path = getattr(self.generation_config, name, None)
+            if not path or not isinstance(path, str):
+                continue
+            if os.path.isabs(path):
+                logger.warning("generation_config.%s is an absolute path (%s): the saved model decodes as tuned only "
+                               "where that path exists (examples/tune_decoding.py keeps LMs inside the model's "
+                               "directory)", name, path)  # fmt: skip
+                continue
+            source, target = self._in_model_dir(path), os.path.join(save_directory, path)
+            if os.path.exists(target) or os.path.abspath(source) == os.path.abspath(target):
+                continue
+            if os.path.isdir(source):
+                shutil.copytree(source, target)
+            elif os.path.isfile(source):
                 os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
                 shutil.copyfile(source, target)
-
-    def _max_new_tokens(self, kwargs: dict, config: GenerationConfig) -> int:
-        """New tokens to allow: `max_new_tokens`, else `max_length - 1`, else all; never past the decoder's length."""
-        limit = self.config.max_target_positions - 1
-        max_new_tokens = kwargs.pop("max_new_tokens", None) or config.max_new_tokens
-        max_length = kwargs.pop("max_length", None) or config.max_length
-        if max_new_tokens is None:
-            max_new_tokens = max_length - 1 if max_length else limit
-        return max(1, min(max_new_tokens, limit))
-
-    def _fusion_lm(self, lm, lm_weight: float):
-        """The language model to fuse (loaded once per directory), checked against this model's tokens."""
-        if lm is None or lm_weight == 0:
-            return None
-        if isinstance(lm, (str, os.PathLike)):
-            lm = self._load(("lm", str(lm)), lambda: AutoModelForCausalLM.from_pretrained(lm))
-        check_fusion_lm(lm, self.config)
-        return lm.to(self.device).eval()
 
     def encode(self, input_features, attention_mask=None) -> tuple[torch.Tensor, torch.LongTensor]:
         """(batch, frames, mel) features -> the encoder's (batch, encoder_frames, d_model) output and real lengths."""
@@ -1334,69 +1012,6 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
             cache=cache,
         ).last_hidden_state  # fmt: skip
         return self.lm_head(hidden[:, -1])
-
-    @torch.no_grad()
-    def _joint_search(self, input_features, attention_mask, options: BeamSearchOptions, lm,
-                      words: dict) -> SpeechSeqGenerateOutput:  # fmt: skip
-        encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
-        T = encoder_hidden_states.shape[1]
-        encoder_mask = None if attention_mask is None else lengths_to_mask(lengths, T)
-        c = self.config
-        scorers = {"decoder": DecoderScorer(self, encoder_hidden_states, encoder_mask, options.temperature,
-                                            options.repetition_penalty)}  # fmt: skip
-        weights = {"decoder": 1.0 - options.ctc_weight, "ctc": options.ctc_weight, "lm": options.lm_weight,
-                   "length_bonus": options.length_bonus, "ngram": options.ngram_weight,
-                   "word_bonus": options.word_bonus}  # fmt: skip
-        if options.ctc_weight:
-            scorers["ctc"] = CTCPrefixScorer(self.ctc_log_probs(encoder_hidden_states), lengths, c.blank_token_id,
-                                             c.eos_token_id, (c.pad_token_id, c.decoder_start_token_id))  # fmt: skip
-        if lm is not None:
-            scorers["lm"] = LMScorer(lm)
-        if options.length_bonus:
-            scorers["length_bonus"] = LengthBonus(c.vocab_size)
-        scorers.update(words)
-        # CTC gives every token a frame of its own: no transcript is longer than the encoder's frames (plus [EOS]).
-        limits = (lengths + 1).clamp(max=options.max_new_tokens)
-        output = beam_search(
-            scorers, weights, len(lengths), limits, options,
-            c.decoder_start_token_id, c.eos_token_id, c.pad_token_id, c.vocab_size, encoder_hidden_states.device,
-        )  # fmt: skip
-        return SpeechSeqGenerateOutput(
-            sequences=output.sequences, sequences_scores=output.sequences_scores, scorer_scores=output.scorer_scores
-        )
-
-    @torch.no_grad()
-    def _ctc_search(self, input_features, attention_mask, options: BeamSearchOptions,
-                    words: dict) -> SpeechSeqGenerateOutput:  # fmt: skip
-        """The CTC head alone: the best path (one beam, no n-gram LM; repeats merged, blanks dropped) or prefix beam
-        search (with the n-gram LM and word bonus when `words` has them)."""
-        encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
-        log_probs = self.ctc_log_probs(encoder_hidden_states)
-        c = self.config
-        if options.num_beams == 1 and not words:
-            best = log_probs.argmax(dim=-1)  # (B, frames)
-            keep = (best != c.blank_token_id) & lengths_to_mask(lengths, best.shape[1])
-            keep[:, 1:] &= best[:, 1:] != best[:, :-1]  # a repeat merges with the frame before it
-            labels = [row[k].tolist() for row, k in zip(best, keep)]
-            scores = [None] * len(labels)
-        else:
-            excluded = (c.pad_token_id, c.decoder_start_token_id, c.eos_token_id)
-            nbest, nbest_scores = ctc_prefix_beam_search(
-                log_probs, lengths, options.num_beams, c.blank_token_id, excluded, options.num_return_sequences,
-                words.get("ngram"), options.ngram_weight, options.word_bonus,
-            )  # fmt: skip
-            labels = [y for hypotheses in nbest for y in hypotheses]
-            scores = [score for hypotheses in nbest_scores for score in hypotheses]
-        # a CTC transcript longer than the limit is cut and left without [EOS], so that the caller is told
-        sequences = [[c.decoder_start_token_id, *y, c.eos_token_id] if len(y) < options.max_new_tokens
-                     else [c.decoder_start_token_id, *y[: options.max_new_tokens]] for y in labels]  # fmt: skip
-        width = max(map(len, sequences))
-        padded = [y + [c.pad_token_id] * (width - len(y)) for y in sequences]
-        sequences_scores = None if scores[0] is None else torch.tensor(scores, device=log_probs.device)
-        return SpeechSeqGenerateOutput(
-            sequences=torch.tensor(padded, device=log_probs.device), sequences_scores=sequences_scores,
-            scorer_scores=None if sequences_scores is None or words else {"ctc": sequences_scores},
-        )  # fmt: skip
 
     def get_output_embeddings(self):
         return self.lm_head
@@ -1435,12 +1050,15 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
                 is also accepted as `past_key_values`, its name before transformers 5.24.
         """
         cache = cache_argument(cache, kwargs)
+        output_attentions, output_hidden_states, return_dict = output_options(
+            self.config, output_attentions, output_hidden_states, return_dict
+        )
         ran_encoder = encoder_outputs is None
         if labels is not None and decoder_input_ids is None:
             decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
         if ran_encoder:  # here rather than in self.model, to keep the intermediate CTC logits
-            encoder_outputs = self.model.encoder(input_features, attention_mask, bool(output_attentions),
-                                                 bool(output_hidden_states))  # fmt: skip
+            encoder_outputs = self.model.encoder(input_features, attention_mask, output_attentions,
+                                                 output_hidden_states)  # fmt: skip
         outputs = self.model(
             input_features,
             attention_mask=attention_mask,
@@ -1451,6 +1069,7 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         logits = self.lm_head(outputs.last_hidden_state)
         encoder_hidden_states = outputs.encoder_last_hidden_state
@@ -1494,7 +1113,7 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, GenerationMixi
             ctc_logits=ctc_logits,
             encoder_output_lengths=lengths,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
     def _ctc_loss(self, ctc_logits, lengths, labels):
         # CTC targets are the transcript tokens alone: no padding, [SOS]/[EOS] or blank.
@@ -1585,6 +1204,9 @@ class SpeechSeqForCausalLM(PreTrainedModel, GenerationMixin):
                 transformers 5.24.
         """
         cache = cache_argument(cache, kwargs)
+        output_attentions, output_hidden_states, return_dict = output_options(
+            self.config, output_attentions, output_hidden_states, return_dict
+        )
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
         if not use_cache:
@@ -1595,8 +1217,8 @@ class SpeechSeqForCausalLM(PreTrainedModel, GenerationMixin):
             input_ids,
             attention_mask=attention_mask,
             cache=cache,
-            output_attentions=bool(output_attentions),
-            output_hidden_states=bool(output_hidden_states),
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
         )
         logits = self.lm_head(outputs.last_hidden_state)
         loss = None
@@ -1611,7 +1233,7 @@ class SpeechSeqForCausalLM(PreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
 
 # transformers' ASR pipeline takes its seq2seq path only for classes listed here (registering with

@@ -25,38 +25,50 @@ class SpeechSeqASRPipeline(AutomaticSpeechRecognitionPipeline):
     `return_timestamps="word"` (or `True`) or `"char"` gives transformers' `chunks` (`[{"text", "timestamp": (start,
     end)}]`, seconds), which transformers refuses for seq2seq models other than Whisper: speechseq aligns the
     transcript the decoding produced with its CTC head's log-probabilities (`model.align`, a Viterbi forced
-    alignment), so the times come from the audio whatever decoded the words."""
+    alignment), so the times come from the audio whatever decoded the words; long recordings segment by segment.
 
-    def _sanitize_parameters(self, return_timestamps=None, **kwargs):
-        if self.model.config.model_type != "speechseq" or not return_timestamps:
-            return super()._sanitize_parameters(return_timestamps=return_timestamps, **kwargs)
-        level = "word" if return_timestamps is True else return_timestamps
-        if level not in ("word", "char"):
+    Long recordings need no setting: `generate()` cuts them at pauses into segments (`segment_seconds`, 20 s by
+    default). transformers' `chunk_length_s` cuts the audio blindly into overlapping chunks, whose transcripts it
+    can only glue overlap and all for a seq2seq model; for speechseq models it sets the segments' longest length
+    instead, and `stride_length_s` is not needed (segments meet in pauses, not in words)."""
+
+    def _sanitize_parameters(self, return_timestamps=None, chunk_length_s=None, stride_length_s=None, **kwargs):
+        if self.model.config.model_type != "speechseq":
+            return super()._sanitize_parameters(return_timestamps=return_timestamps, chunk_length_s=chunk_length_s,
+                                                stride_length_s=stride_length_s, **kwargs)  # fmt: skip
+        level = "word" if return_timestamps is True else return_timestamps or None
+        if level not in (None, "word", "char"):
             raise ValueError(f"return_timestamps must be 'word', 'char' or True for speechseq models, got {level!r}")
-        if kwargs.get("chunk_length_s"):
-            raise ValueError("return_timestamps with chunk_length_s is not supported yet for speechseq models")
+        if chunk_length_s is not None and chunk_length_s <= 0:
+            raise ValueError(f"chunk_length_s must be positive, got {chunk_length_s!r}")
+        if stride_length_s is not None:
+            logger.info("stride_length_s is not used for speechseq models: segments are cut in pauses, not overlapped")
         preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
-        forward["timestamp_level"] = postprocess["timestamp_level"] = level
+        if chunk_length_s:
+            forward["segment_seconds"] = chunk_length_s
+        if level is not None:
+            forward["timestamp_level"] = postprocess["timestamp_level"] = level
         return preprocess, forward, postprocess
 
     def _forward(self, model_inputs, timestamp_level=None, **generate_kwargs):
-        if self.model.config.model_type == "speechseq" and self.model.config.input_mode == "fbank":
+        if self.model.config.model_type != "speechseq":
+            return super()._forward(model_inputs, **generate_kwargs)
+        if self.model.config.input_mode == "fbank":
             # long recordings are decoded in segments, each normalised as the extractor normalises an utterance
             generate_kwargs.setdefault("segment_normalization", self.feature_extractor.normalization)
         if timestamp_level is None:
             return super()._forward(model_inputs, **generate_kwargs)
-        features, mask = model_inputs["input_features"], model_inputs.get("attention_mask")
-        out = super()._forward(model_inputs, **generate_kwargs)
-        try:
-            spans = self.model.align(features, out["tokens"], mask)
-        except ValueError as error:  # a transcript the CTC head cannot align (longer than the audio allows)
-            logger.warning("no timestamps for this input: %s", error)
-            spans = [[] for _ in range(len(out["tokens"]))]
+        # transformers' seq2seq path, with generate() asked for the CTC alignment of what it decoded
+        is_last, mask = model_inputs.pop("is_last"), model_inputs.pop("attention_mask", None)
+        features = model_inputs.pop("input_features")
+        generate_kwargs = self._prepare_generate_kwargs(generate_kwargs)
+        output = self.model.generate(features, attention_mask=mask, return_token_spans=True, **generate_kwargs)
+        sequences, spans = output.sequences, output.token_spans
         width = max(1, max(map(len, spans)))
         # as a tensor, so that the pipeline splits a batch into its items as it splits the tokens
         padded = [[*row, *[(-1, -1, -1)] * (width - len(row))] for row in spans]
-        out["token_spans"] = torch.tensor(padded).view(-1, width, 3)
-        return out
+        return {"is_last": is_last, "tokens": sequences, "token_spans": torch.tensor(padded).view(-1, width, 3),
+                **model_inputs}  # fmt: skip
 
     def postprocess(self, model_outputs, timestamp_level=None, **kwargs):
         if timestamp_level is None:

@@ -64,3 +64,66 @@ def test_every_long_enough_pause_is_a_cut():
     assert silence_segments(is_blank, max_frames=100, min_pause=5) == [(0, 13), (13, 20)]
     assert silence_segments(is_blank, max_frames=100, min_pause=2) == [(0, 5), (5, 13), (13, 20)]
     assert silence_segments([True] * 8 + [False] * 4, max_frames=100, min_pause=2) == [(0, 12)]  # not at the edges
+
+
+def test_long_recordings_are_aligned_segment_by_segment(trained_dir, processor, signals):
+    audio, _ = recording(signals, repeats=20)  # 60 s: more encoder frames than one alignment should hold
+    model = SpeechSeqForConditionalGeneration.from_pretrained(trained_dir).eval()
+    features = processor(audio=[audio], sampling_rate=16000, return_tensors="pt")["input_features"]
+    output = model.generate(features, segment_seconds=10.0, return_token_spans=True)
+    # the same, a segment at a time through the public pieces: each segment's transcript aligned with the segment,
+    # moved to where the segment starts (4 input frames an encoder frame), a space at the pause between segments
+    space = processor.tokenizer.convert_tokens_to_ids(" ")
+    expected = []
+    for start, end in model.long_form_segments(features, segment_seconds=10.0)[0]:
+        tokens = model.generate(features[:, start:end], segment_seconds=float("inf"))
+        spans = [(t, a + start // 4, b + start // 4) for t, a, b in model.align(features[:, start:end], tokens)[0]]
+        if spans and expected:
+            expected.append((space, expected[-1][2], spans[0][1]))
+        expected += spans
+    assert output.token_spans == [expected]
+    text = [t for t in output.sequences[0].tolist() if t not in (model.config.decoder_start_token_id,
+                                                                  model.config.eos_token_id, model.config.pad_token_id)]
+    assert [t for t, _, _ in expected] == text  # every token of the transcript has its span, in order
+
+
+def test_the_pipeline_gives_word_times_for_long_recordings(trained_dir, signals):
+    audio, _ = recording(signals, repeats=20)
+    asr = pipeline("automatic-speech-recognition", model=str(trained_dir))
+    out = asr(audio, return_timestamps="word")
+    assert out["text"] == asr(audio)["text"] and [w["text"] for w in out["chunks"]] == out["text"].split()
+    times = [t for w in out["chunks"] for t in w["timestamp"]]
+    assert times == sorted(times) and 0 <= times[0] and times[-1] <= len(audio) / 16000 + asr.model.frame_seconds
+    assert times[-1] > 40  # the words of the whole minute, not of its first segment
+
+
+def test_chunk_length_s_sets_the_segments_and_repeats_no_word(trained_dir, processor, signals):
+    audio, _ = recording(signals, repeats=10)  # 30 s
+    model = SpeechSeqForConditionalGeneration.from_pretrained(trained_dir).eval()
+    features = processor(audio=[audio], sampling_rate=16000, return_tensors="pt")["input_features"]
+    expected = processor.batch_decode(model.generate(features, segment_seconds=5.0), skip_special_tokens=True)[0]
+    assert max(e - a for a, e in model.long_form_segments(features, segment_seconds=5.0)[0]) <= 500
+    asr = pipeline("automatic-speech-recognition", model=str(trained_dir))
+    # the segments partition the audio (tested above), where transformers' chunks overlap by their strides
+    assert asr(audio, chunk_length_s=5, stride_length_s=1)["text"] == expected
+    timed = asr(audio, chunk_length_s=5, return_timestamps="word")
+    assert [w["text"] for w in timed["chunks"]] == expected.split() and timed["chunks"][-1]["timestamp"][1] > 25
+    with pytest.raises(ValueError, match="chunk_length_s"):
+        asr(audio, chunk_length_s=-1)
+
+
+def test_token_spans_from_generate_are_the_alignment_of_its_output(trained_dir, processor, signals):
+    model = SpeechSeqForConditionalGeneration.from_pretrained(trained_dir).eval()
+    batch = processor(audio=signals, sampling_rate=16000, return_tensors="pt")
+    features, mask = batch["input_features"], batch["attention_mask"]
+    for options in ({}, {"num_beams": 3, "ctc_weight": 0.3, "num_return_sequences": 2}, {"decoding": "ctc"}):
+        output = model.generate(features, attention_mask=mask, return_token_spans=True, **options)
+        copies = len(output.sequences) // 2
+        assert output.token_spans == model.align(features.repeat_interleave(copies, 0), output.sequences,
+                                                 mask.repeat_interleave(copies, 0))  # fmt: skip
+        assert [len(spans) for spans in output.token_spans[::copies]] == [len(t) for t in TRANSCRIPTS]
+    assert model.generate(features, attention_mask=mask, return_token_spans=False).shape[0] == 2
+    long_audio, _ = recording(signals, repeats=20)
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        model.generate(processor(audio=[long_audio], sampling_rate=16000, return_tensors="pt")["input_features"],
+                       num_beams=3, num_return_sequences=2)  # fmt: skip
