@@ -7,9 +7,9 @@ with a word n-gram LM over ngram_weight x word_bonus x unk_penalty too.
         [--ngram_lm demo/ngram/lm.arpa --ngram_weights 0.5 1 --word_bonuses 0 1 2] [--decoding ctc]
 
 Logs a table of CER / WER for every setting and the best one (lowest WER with an n-gram LM, else lowest CER; then
-the other), and saves it into the model's `generation_config` (with `num_beams`, `length_penalty`, the neural LM's
-path and the n-gram LM, copied into the model's directory and named relative to it), so that `generate()`, the ASR
-pipeline and `Seq2SeqTrainer` use it from then on. `--no_save` only reports.
+the other), and saves it into the model's `generation_config` (with `num_beams`, `length_penalty`, and the LMs it
+uses, saved into the model's directory and named relative to it), so that `generate()`, the ASR pipeline and
+`Seq2SeqTrainer` use it from then on, wherever the directory is copied. `--no_save` only reports.
 """
 
 import argparse
@@ -17,6 +17,8 @@ import itertools
 import logging
 import shutil
 from pathlib import Path
+
+from transformers import AutoModelForCausalLM
 
 from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
 from speechseq.data import load_corpus
@@ -26,6 +28,7 @@ logger = logging.getLogger("tune_decoding")
 
 
 NGRAM_FILE = "ngram_lm.arpa"  # the n-gram LM's name inside a model directory
+LM_DIR = "fusion_lm"  # the fusion LM's directory inside a model directory
 SEARCH_OPTIONS = ("decoding", "num_beams", "ctc_weight", "lm_weight", "length_bonus", "length_penalty", "ngram_weight",
                   "word_bonus", "unk_penalty")  # fmt: skip
 
@@ -60,15 +63,20 @@ def tune(model, processor, dataset, num_beams, ctc_weights, lm_weights, length_b
 
 def save_setting(model_dir, setting: dict, lm=None, ngram_lm=None) -> None:
     """Write a setting's search options (those it has; scores and other keys are skipped) into the model's
-    generation_config.json: the neural LM by absolute path, the n-gram LM copied into the model's directory and
-    named relative to it (the setting then survives moving or copying the directory)."""
+    generation_config.json, with the language models it uses saved into the model's directory (the fusion LM as
+    `fusion_lm/`, the n-gram LM as `ngram_lm.arpa`) and named relative to it: the setting survives moving, copying
+    or uploading the directory."""
     model_dir = Path(model_dir)
     model = SpeechSeqForConditionalGeneration.from_pretrained(model_dir)
     config = model.generation_config
     for key in SEARCH_OPTIONS:
         if key in setting:
             setattr(config, key, setting[key])
-    config.lm = str(Path(lm).resolve()) if lm and setting.get("lm_weight") else None
+    config.lm = None
+    if lm and setting.get("lm_weight"):
+        if Path(lm).resolve() != (model_dir / LM_DIR).resolve():
+            AutoModelForCausalLM.from_pretrained(lm).save_pretrained(model_dir / LM_DIR)
+        config.lm = LM_DIR
     config.ngram_lm = None
     if ngram_lm and (setting.get("ngram_weight") or setting.get("word_bonus")):
         if Path(ngram_lm).resolve() != (model_dir / NGRAM_FILE).resolve():

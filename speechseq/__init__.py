@@ -6,6 +6,7 @@ Importing the package registers its classes with the Auto classes and the ASR pi
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
+    AutoModel,
     AutoModelForCausalLM,
     AutoModelForSpeechSeq2Seq,
     AutoProcessor,
@@ -63,6 +64,7 @@ __all__ = [
 ]
 
 AutoConfig.register(SpeechSeqConfig.model_type, SpeechSeqConfig, exist_ok=True)
+AutoModel.register(SpeechSeqConfig, SpeechSeqModel, exist_ok=True)
 AutoModelForSpeechSeq2Seq.register(SpeechSeqConfig, SpeechSeqForConditionalGeneration, exist_ok=True)
 AutoConfig.register(SpeechSeqLMConfig.model_type, SpeechSeqLMConfig, exist_ok=True)
 AutoModelForCausalLM.register(SpeechSeqLMConfig, SpeechSeqForCausalLM, exist_ok=True)
@@ -73,6 +75,7 @@ register_pipeline()
 # save_pretrained then writes `auto_map` and copies the code, so a process without speechseq installed loads the
 # model and processor with trust_remote_code=True.
 SpeechSeqConfig.register_for_auto_class()
+SpeechSeqModel.register_for_auto_class("AutoModel")
 SpeechSeqForConditionalGeneration.register_for_auto_class("AutoModelForSpeechSeq2Seq")
 SpeechSeqLMConfig.register_for_auto_class()
 SpeechSeqForCausalLM.register_for_auto_class("AutoModelForCausalLM")

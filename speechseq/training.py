@@ -448,6 +448,18 @@ def read_stages(schedule: str | list, config: SpeechSeqConfig) -> list[Stage]:
     return stages
 
 
+def leaves_parameters_unused(model, training_args) -> bool:
+    """Whether some trainable parameters get no gradient in some steps, which DDP must know
+    (`find_unused_parameters`): the layers that wait for their progressive stage, and the CTC head when no loss and
+    no self-conditioning uses it (`ctc_weight=0`). Frozen spans (`frozen_steps`) keep their gradients."""
+    if training_args.progressive_schedule:
+        return True
+    config = model.config
+    if getattr(config, "model_type", None) != "speechseq":
+        return False
+    return config.ctc_weight == 0 and not (config.self_conditioning and config.interctc_layers)
+
+
 def progressive_frozen_steps(stages: list[Stage]) -> dict[str, list[tuple[int, int]]]:
     """For `SpeechSeqTrainer(frozen_steps=...)`: each stage's `freeze_old_steps` over the layers of the stage before."""
     frozen = {}
@@ -776,9 +788,11 @@ def main(argv=None):
             raise ValueError("--progressive_schedule grows speechseq models only, not --architecture speech2text")
         stages = read_stages(training_args.progressive_schedule, model.config)
         callbacks.append(ProgressiveTraining(stages))
-        if training_args.ddp_find_unused_parameters is None:  # layers that wait for their stage get no gradient
-            training_args = dataclasses.replace(training_args, ddp_find_unused_parameters=True)
         frozen_steps.update(progressive_frozen_steps(stages))
+    if training_args.ddp_find_unused_parameters is None and leaves_parameters_unused(model, training_args):
+        # DDP must be told, and the Trainer turns it off under gradient checkpointing (transformers' checkpointing
+        # is non-reentrant, with which DDP can look for them)
+        training_args = dataclasses.replace(training_args, ddp_find_unused_parameters=True)
     if training_args.attention_plots:
         if evaluation is None:
             raise ValueError("--attention_plots draws at evaluation: add --eval_strategy steps (or --do_eval)")

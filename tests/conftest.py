@@ -19,6 +19,17 @@ from speechseq import (
 
 TRANSCRIPTS = ["hello world", "good bye"]
 
+# the marks of transformers' common tests (test_transformers_conformance.py), under --strict-markers
+TRANSFORMERS_MARKS = ("accelerate_tests", "flash_attn_test", "flash_attn_3_test", "flash_attn_4_test",
+                      "torch_compile_test", "torch_export_test", "slow", "order", "is_training_test",
+                      "is_pipeline_test", "is_staging_test", "is_agent_test", "is_fsdp_test",
+                      "is_tensor_parallel_test", "is_expert_parallel_test")  # fmt: skip
+
+
+def pytest_configure(config):
+    for mark in TRANSFORMERS_MARKS:
+        config.addinivalue_line("markers", f"{mark}: a mark of transformers' common tests")
+
 
 def tone_signal(freqs, seconds=1.0, sampling_rate=16000):
     """Amplitude-modulated tones, all below 4 kHz so that 8 kHz audio carries the same content."""

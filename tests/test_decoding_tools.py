@@ -87,6 +87,36 @@ def test_tune_decoding_with_an_ngram_lm_saves_it_inside_the_model(trained_dir, s
     assert (model_dir / "ngram_lm.arpa").read_bytes() == ngram_lm.read_bytes()
 
 
+def test_a_tuned_fusion_lm_travels_with_the_model_directory(trained_dir, signals, tmp_path):
+    from speechseq import SpeechSeqForCausalLM, SpeechSeqLMConfig
+
+    model_dir, lm_dir = tmp_path / "model", tmp_path / "lm"
+    shutil.copytree(trained_dir, model_dir)
+    model = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).eval()
+    c = model.config
+    torch.manual_seed(0)
+    SpeechSeqForCausalLM(SpeechSeqLMConfig.from_preset("tiny", vocab_size=c.vocab_size, pad_token_id=c.pad_token_id,
+                                                       bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id,
+                                                       decoder_start_token_id=c.decoder_start_token_id)
+                         ).save_pretrained(lm_dir)  # fmt: skip
+    setting = {"num_beams": 3, "ctc_weight": 0.3, "lm_weight": 0.5, "length_bonus": 0.0}
+    tune_decoding.save_setting(model_dir, setting, lm=str(lm_dir))
+    assert json.loads((model_dir / "generation_config.json").read_text())["lm"] == "fusion_lm"  # no absolute path
+    batch = SpeechSeqProcessor.from_pretrained(model_dir)(audio=signals, sampling_rate=16000, return_tensors="pt")
+    expected = model.generate(**batch, **setting, lm=str(lm_dir), return_dict_in_generate=True).sequences_scores
+    shutil.rmtree(lm_dir)
+    # copied elsewhere, and saved again from there: the LM goes along and decodes the same
+    moved = tmp_path / "elsewhere" / "model"
+    shutil.copytree(model_dir, moved)
+    shutil.rmtree(model_dir)
+    loaded = SpeechSeqForConditionalGeneration.from_pretrained(moved).eval()
+    loaded.save_pretrained(tmp_path / "saved")
+    again = SpeechSeqForConditionalGeneration.from_pretrained(tmp_path / "saved").eval()
+    for m in (loaded, again):
+        out = m.generate(**batch, return_dict_in_generate=True)
+        assert torch.allclose(out.sequences_scores, expected) and torch.all(out.scorer_scores["lm"] < 0)
+
+
 def test_the_demo_script_loads_and_its_decodings_name_their_models():
     import demo  # its constants are read at import: a name used before it is defined fails here, not after training
 

@@ -86,6 +86,26 @@ def test_accelerate_launch_with_two_cpu_processes(manifest, tmp_path):
     assert pipeline("automatic-speech-recognition", model=str(out))
 
 
+@pytest.mark.parametrize("flags", [
+    ["--config_overrides", '{"ctc_weight": 0.0}'],  # the CTC head without a gradient
+    ["--config_overrides", '{"ctc_weight": 0.3, "interctc_layers": [1], "interctc_weight": 0.5, '
+                           '"self_conditioning": true}', "--progressive_schedule", '[{"step": 0, "encoder_layers": 1, '
+                           '"decoder_layers": 1}, {"step": 2, "encoder_layers": 2, "decoder_layers": 2}]'],
+], ids=["no_ctc", "progressive_self_conditioning"])  # fmt: skip
+def test_two_processes_train_whatever_parameters_go_without_a_gradient(manifest, tmp_path, flags):
+    # with gradient checkpointing the Trainer turns DDP's search for unused parameters off; a parameter without a
+    # gradient then fails the second step ("Expected to have finished reduction in the prior iteration")
+    out = tmp_path / "ddp_unused"
+    process = run_script([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT,
+                          *data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "3",
+                          "--gradient_checkpointing", "--save_steps", "1000", "--logging_steps", "1", "--use_cpu",
+                          *flags])  # fmt: skip
+    log, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, log[-3000:]
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
+
+
 def test_frame_batches_and_a_schedule_on_the_clock_under_two_processes(manifest, tmp_path):
     out = tmp_path / "ddp_frames"
     process = run_script([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
