@@ -47,6 +47,7 @@ __all__ = [
     "LengthBonus",
     "NgramScorer",
     "WordBonus",
+    "TokenConstraints",
     "beam_search",
     "ctc_prefix_beam_search",
     "ctc_forced_align",
@@ -91,7 +92,6 @@ class BeamSearchOptions:
     length_bonus: float = 0.0  # added per emitted token (the end token included): counters the bias to short outputs
     length_penalty: float = 1.0  # finished scores are divided by length ** length_penalty (transformers' meaning)
     early_stopping: bool | str = False  # transformers' meaning: True, False (its heuristic) or "never"
-    temperature: float = 1.0  # the decoder's logits are divided by it before the softmax
     repetition_penalty: float = 1.0  # on the decoder's log-probs of tokens already in the hypothesis (transformers')
     max_new_tokens: int = 447  # longest output; each utterance is also capped at its number of encoder frames
     pre_beam_ratio: float = 1.5  # partial scorers (CTC) score only the best pre_beam_ratio * num_beams tokens
@@ -123,8 +123,6 @@ def _verify_options(options: BeamSearchOptions):
         raise ValueError(f"ngram_weight must be >= 0, got {options.ngram_weight!r}")
     if options.unk_penalty > 0:
         raise ValueError(f"unk_penalty must be <= 0 (a cost), got {options.unk_penalty!r}")
-    if options.temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {options.temperature!r}")
     if options.repetition_penalty <= 0:
         raise ValueError(f"repetition_penalty must be > 0, got {options.repetition_penalty!r}")
     if options.early_stopping not in (True, False, "never"):
@@ -185,8 +183,8 @@ class DecoderScorer(Scorer):
     beams), the encoder's states and their projected keys and values are kept once per utterance, not once per beam.
     """
 
-    def __init__(self, model, encoder_hidden_states, encoder_mask, temperature=1.0, repetition_penalty=1.0):
-        self.model, self.temperature, self.repetition_penalty = model, temperature, repetition_penalty
+    def __init__(self, model, encoder_hidden_states, encoder_mask, repetition_penalty=1.0):
+        self.model, self.repetition_penalty = model, repetition_penalty
         self.encoder_hidden_states, self.encoder_mask = encoder_hidden_states, encoder_mask
 
     def init_state(self, utterances):
@@ -201,7 +199,7 @@ class DecoderScorer(Scorer):
         # Only the newest token goes in: the cache holds the others (and the encoder's projected keys and values).
         step = tokens if state.cache.get_seq_length() == 0 else tokens[:, -1:]
         logits = self.model.decoder_step(step, state.encoder_hidden_states, state.encoder_mask, state.cache)
-        log_probs = (logits.float() / self.temperature).log_softmax(dim=-1)
+        log_probs = logits.float().log_softmax(dim=-1)
         if self.repetition_penalty != 1.0:  # as transformers' RepetitionPenaltyLogitsProcessor, applied to log-probs
             seen = log_probs.gather(1, tokens)
             seen = torch.where(seen < 0, seen * self.repetition_penalty, seen / self.repetition_penalty)
@@ -395,6 +393,53 @@ class WordBonus(Scorer):
     def score(self, tokens, state):
         has_text, ends = self.has_text.to(tokens.device), self.ends.to(tokens.device)
         return (has_text[tokens[:, -1]][:, None] & ends[None]).float(), state
+
+
+class TokenConstraints(Scorer):
+    """transformers' token constraints for speechseq's beam search, as one scorer of weight 1 that gives 0 to allowed
+    tokens and -inf to forbidden ones (each as its logits processor does, on the hypothesis so far, `[SOS]` first):
+    `min_length` / `min_new_tokens` (no `[EOS]` before), `suppress_tokens` (never), `begin_suppress_tokens` (not
+    first), `no_repeat_ngram_size` (no n-gram twice) and `bad_words_ids` (no such token sequence)."""
+
+    def __init__(self, vocab_size: int, eos_token_id: int, min_length: int = 0, min_new_tokens: int = 0,
+                 suppress_tokens=None, begin_suppress_tokens=None, no_repeat_ngram_size: int = 0,
+                 bad_words_ids=None):  # fmt: skip
+        self.vocab_size, self.eos_token_id = vocab_size, eos_token_id
+        self.min_length, self.min_new_tokens = min_length or 0, min_new_tokens or 0
+        self.suppress, self.begin_suppress = list(suppress_tokens or []), list(begin_suppress_tokens or [])
+        self.no_repeat_ngram_size = no_repeat_ngram_size or 0
+        self.bad_words = [list(words) for words in bad_words_ids or [] if list(words) != [eos_token_id]]
+        for name, ids in (("suppress_tokens", self.suppress), ("begin_suppress_tokens", self.begin_suppress),
+                          ("bad_words_ids", [t for words in self.bad_words for t in words])):  # fmt: skip
+            if any(not 0 <= t < vocab_size for t in ids):
+                raise ValueError(f"{name} has token ids outside the vocabulary of {vocab_size}: {ids}")
+        if any(not words for words in self.bad_words):
+            raise ValueError("bad_words_ids has an empty sequence")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.min_length > 1 or self.min_new_tokens or self.suppress or self.begin_suppress
+                    or self.no_repeat_ngram_size or self.bad_words)  # fmt: skip
+
+    def score(self, tokens, state):
+        rows, length = tokens.shape
+        allowed = torch.ones(rows, self.vocab_size, dtype=torch.bool, device=tokens.device)
+        if length < self.min_length or length - 1 < self.min_new_tokens:
+            allowed[:, self.eos_token_id] = False
+        allowed[:, self.suppress] = False
+        if length == 1:
+            allowed[:, self.begin_suppress] = False
+        n = self.no_repeat_ngram_size
+        if self.bad_words or (n and length >= n):
+            for row, hypothesis in enumerate(tokens.tolist()):
+                if n and length >= n:  # every n-gram seen: its last token may not follow its first n - 1 again
+                    tail = hypothesis[length - n + 1 :]
+                    banned = [hypothesis[i + n - 1] for i in range(length - n + 1) if hypothesis[i : i + n - 1] == tail]
+                    allowed[row, banned] = False
+                for words in self.bad_words:
+                    if len(words) == 1 or hypothesis[len(hypothesis) - len(words) + 1 :] == words[:-1]:
+                        allowed[row, words[-1]] = False
+        return torch.zeros(rows, self.vocab_size, device=tokens.device).masked_fill(~allowed, NEG_INF), state
 
 
 @dataclass
@@ -901,8 +946,11 @@ _SEARCH_DEFAULTS = {
 }  # fmt: skip
 # What transformers' callers pass to generate() that speechseq's searches do not need: Seq2SeqTrainer's
 # prediction_step adds `labels` and `synced_gpus`; the ASR pipeline and users may ask for cache and sampling settings.
-_IGNORED_GENERATE_KWARGS = {"labels", "synced_gpus", "use_cache", "do_sample", "output_scores", "output_attentions",
-                            "output_hidden_states"}  # fmt: skip
+# (use_cache: speechseq's searches always cache, which changes their speed, not their output.)
+_IGNORED_GENERATE_KWARGS = {"labels", "synced_gpus", "use_cache"}
+# transformers' token constraints, which speechseq's beam search applies as `TokenConstraints`
+_CONSTRAINTS = ("min_length", "min_new_tokens", "suppress_tokens", "begin_suppress_tokens", "no_repeat_ngram_size",
+                "bad_words_ids")  # fmt: skip
 
 
 @dataclass
@@ -971,8 +1019,11 @@ class SpeechSeqGenerationMixin(GenerationMixin):
             word_bonus (`float`, defaults to 0): score added per completed word.
             tokenizer (`PreTrainedTokenizerBase`, *optional*): the model's tokenizer, which the n-gram LM needs to
                 read tokens as words; by default the one saved in the model's directory.
-            num_return_sequences, length_penalty, early_stopping, temperature, repetition_penalty, max_new_tokens,
-                max_length, return_dict_in_generate: transformers' meanings (see `BeamSearchOptions`). The length
+            num_return_sequences, length_penalty, early_stopping, repetition_penalty, max_new_tokens, max_length,
+                return_dict_in_generate, and the token constraints min_new_tokens, min_length, suppress_tokens,
+                begin_suppress_tokens, no_repeat_ngram_size, bad_words_ids (`TokenConstraints`; not with
+                `decoding="ctc"`): transformers' meanings. `temperature` is ignored without sampling, as in
+                transformers; `do_sample` and per-step `output_scores` are transformers' greedy search's only. The length
                 is capped at `max_target_positions - 1` new tokens (the pipeline asks for 256 whatever the model)
                 and at one token per encoder frame plus `[EOS]` (per utterance in beam search).
             segment_seconds (`float`, defaults to 20): recordings longer than 1.5 times this are cut at pauses into
@@ -1050,16 +1101,33 @@ class SpeechSeqGenerationMixin(GenerationMixin):
                 return self._with_token_spans(output, input_features, attention_mask)
             return output
 
+        constraints = {name: setting(name, None) for name in _CONSTRAINTS}
+        for name in ("do_sample", "output_scores", "output_attentions", "output_hidden_states", "output_logits"):
+            if setting(name, False):
+                raise ValueError(f"{name}=True is not supported by speechseq's {decoding} search (it returns "
+                                 "sequences_scores and each scorer's share with return_dict_in_generate=True); "
+                                 "transformers' greedy search, the decoder alone with num_beams=1, supports it")
         unknown = set(kwargs) - _IGNORED_GENERATE_KWARGS
         if unknown:
             raise ValueError(f"generate() got options speechseq's search does not use: {sorted(unknown)}")
-        if kwargs.get("do_sample"):
-            raise ValueError("speechseq's beam search does not sample: do_sample must be False")
+        if options.pop("temperature") != 1.0:  # as transformers: temperature shapes sampling, and nothing here samples
+            logger.warning("temperature is ignored without sampling (as in transformers); speechseq's searches do "
+                           "not sample")  # fmt: skip
         search = BeamSearchOptions(max_new_tokens=max_new_tokens, **options)
+        set_constraints = sorted(name for name, value in constraints.items() if value not in (None, 0, [], ()))
+        if decoding == "ctc" and (set_constraints or search.repetition_penalty != 1.0):
+            raise ValueError(f"decoding='ctc' cannot apply {set_constraints or ['repetition_penalty']}: they act on "
+                             "the decoder's tokens (use decoding='attention', with ctc_weight=1 for CTC scores alone)")
+        c = self.config
+        constraint = TokenConstraints(c.vocab_size, c.eos_token_id, **constraints)
+        if constraint.active and max(constraint.min_length - 1, constraint.min_new_tokens) >= max_new_tokens:
+            raise ValueError(f"min_new_tokens / min_length ask for more tokens than the {max_new_tokens} allowed")
         words = self._word_scorers(ngram_lm, tokenizer, search, decoding)
         if decoding == "ctc":
             output = self._ctc_search(input_features, attention_mask, search, words)
         else:
+            if constraint.active:
+                words = {**words, "constraints": constraint}
             output = self._joint_search(input_features, attention_mask, search, self._fusion_lm(lm, search.lm_weight),
                                         words)  # fmt: skip
         self._warn_if_cut(output.sequences, max_new_tokens)
@@ -1319,11 +1387,10 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         T = encoder_hidden_states.shape[1]
         encoder_mask = None if attention_mask is None else lengths_to_mask(lengths, T)
         c = self.config
-        scorers = {"decoder": DecoderScorer(self, encoder_hidden_states, encoder_mask, options.temperature,
-                                            options.repetition_penalty)}  # fmt: skip
+        scorers = {"decoder": DecoderScorer(self, encoder_hidden_states, encoder_mask, options.repetition_penalty)}
         weights = {"decoder": 1.0 - options.ctc_weight, "ctc": options.ctc_weight, "lm": options.lm_weight,
                    "length_bonus": options.length_bonus, "ngram": options.ngram_weight,
-                   "word_bonus": options.word_bonus}  # fmt: skip
+                   "word_bonus": options.word_bonus, "constraints": 1.0}  # fmt: skip
         if options.ctc_weight:
             scorers["ctc"] = CTCPrefixScorer(self.ctc_log_probs(encoder_hidden_states), lengths, c.blank_token_id,
                                              c.eos_token_id, (c.pad_token_id, c.decoder_start_token_id))  # fmt: skip

@@ -148,14 +148,78 @@ def test_decoder_only_beam_search_equals_transformers(
         x, mask = features([64, 48, 56], seed)
         kwargs = dict(attention_mask=mask, num_beams=num_beams, max_new_tokens=9, length_penalty=length_penalty,
                       early_stopping=early_stopping, repetition_penalty=repetition_penalty,
-                      num_return_sequences=num_return_sequences, return_dict_in_generate=True, output_scores=True)  # fmt: skip
-        theirs = GenerationMixin.generate(model, x, **kwargs)
+                      num_return_sequences=num_return_sequences, return_dict_in_generate=True)  # fmt: skip
+        theirs = GenerationMixin.generate(model, x, **kwargs, output_scores=True)  # their sequences_scores need it
         ours = model.generate(x, **kwargs)
         assert [until_eos(s, 4) for s in ours.sequences] == [until_eos(s, 4) for s in theirs.sequences]
         torch.testing.assert_close(ours.sequences_scores, theirs.sequences_scores, rtol=1e-5, atol=1e-5)
         finished += sum(4 in until_eos(s, 4) for s in ours.sequences)
     if length_penalty <= 1.0:  # (a strong length reward rightly keeps every beam going to the limit)
         assert finished, "no beam finished: the test would not check endings"
+
+
+# each constraint made from the unconstrained transcripts (rows of token ids after [SOS]), so that it bites
+CONSTRAINTS = {
+    # the shortest transcript that ended: its [EOS] comes too early
+    "min_new_tokens": lambda free: {"min_new_tokens": min([len(row) for row in free if row[-1] == 4] or [2])},
+    "min_length": lambda free: {"min_length": 1 + min([len(row) for row in free if row[-1] == 4] or [2])},
+    "suppress": lambda free: {"suppress_tokens": [free[0][0], free[1][0]]},
+    "begin_suppress": lambda free: {"begin_suppress_tokens": sorted({row[0] for row in free})},
+    "no_repeat_ngram": lambda free: {"no_repeat_ngram_size": 1},
+    "bad_words": lambda free: {"bad_words_ids": [[free[0][0]], free[1][:2]]},
+    "together": lambda free: {"min_new_tokens": 2, "suppress_tokens": [free[2][0]], "no_repeat_ngram_size": 2,
+                              "bad_words_ids": [free[0][1:3]]},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("constraint", sorted(CONSTRAINTS))
+def test_token_constraints_in_the_beam_search_act_as_transformers_logits_processors(constraint):
+    changed = 0
+    for seed in range(3):
+        model = _small(seed)
+        x, mask = features([64, 48, 56], seed)
+        kwargs = dict(attention_mask=mask, num_beams=4, max_new_tokens=12, return_dict_in_generate=True)
+        free = [until_eos(s, 4) for s in model.generate(x, **kwargs).sequences]
+        options = CONSTRAINTS[constraint](free)
+        theirs = GenerationMixin.generate(model, x, **kwargs, **options, output_scores=True)
+        ours = model.generate(x, **kwargs, **options)
+        assert [until_eos(s, 4) for s in ours.sequences] == [until_eos(s, 4) for s in theirs.sequences]
+        torch.testing.assert_close(ours.sequences_scores, theirs.sequences_scores, rtol=1e-5, atol=1e-5)
+        changed += [until_eos(s, 4) for s in ours.sequences] != free
+        # set in the generation config instead, as the pipeline and Seq2SeqTrainer find it: the same
+        for name, value in options.items():
+            setattr(model.generation_config, name, value)
+        assert torch.equal(model.generate(x, **kwargs).sequences, ours.sequences)
+    assert changed, "the constraint changed no transcript: the test would not check it"
+
+
+def test_options_speechseq_searches_cannot_honour_are_refused():
+    model = _small(0)
+    x, mask = features([64, 48], 0)
+    for options in ({"num_beams": 3, "do_sample": True}, {"num_beams": 3, "output_scores": True},
+                    {"num_beams": 3, "output_attentions": True, "return_dict_in_generate": True},
+                    {"decoding": "ctc", "suppress_tokens": [5]}, {"decoding": "ctc", "num_beams": 3, "min_new_tokens": 2},
+                    {"decoding": "ctc", "repetition_penalty": 1.2}, {"num_beams": 3, "suppress_tokens": [99]},
+                    {"num_beams": 3, "min_new_tokens": 20, "max_new_tokens": 10}):  # fmt: skip
+        with pytest.raises(ValueError):
+            model.generate(x, attention_mask=mask, **options)
+    model.generation_config.suppress_tokens = [5]  # in the config: refused with the CTC head too, not dropped
+    with pytest.raises(ValueError, match="suppress_tokens"):
+        model.generate(x, attention_mask=mask, decoding="ctc")
+
+
+def test_temperature_is_ignored_without_sampling_as_in_transformers(caplog):
+    model = _small(1)
+    x, mask = features([64, 48], 1)
+    beam = dict(attention_mask=mask, num_beams=3, max_new_tokens=8, return_dict_in_generate=True)
+    plain = model.generate(x, **beam)
+    with caplog.at_level("WARNING"):
+        hot = model.generate(x, **beam, temperature=3.0)
+    assert torch.equal(hot.sequences, plain.sequences) and torch.equal(hot.sequences_scores, plain.sequences_scores)
+    assert "temperature is ignored" in caplog.text
+    # transformers' greedy search: the same rule
+    assert torch.equal(model.generate(x, attention_mask=mask, max_new_tokens=8, temperature=3.0),
+                       model.generate(x, attention_mask=mask, max_new_tokens=8))  # fmt: skip
 
 
 # --- CTC prefix scores ---------------------------------------------------------------------------------------------

@@ -167,7 +167,7 @@ def test_hf_beam_search_scores_match_a_rescoring(tokenizer):
     features, mask, _ = batch(len(tokenizer))
     out = model.generate(
         features, attention_mask=mask, num_beams=4, num_return_sequences=2, max_new_tokens=8, length_penalty=0.0,
-        return_dict_in_generate=True, output_scores=True,
+        return_dict_in_generate=True,
     )  # fmt: skip
     assert out.sequences.shape[0] == 4
     with torch.no_grad():
