@@ -26,6 +26,8 @@ import torch
 from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.generation.utils import GenerateBeamEncoderDecoderOutput
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+from transformers.distributed.fsdp import is_fsdp_managed_module
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from .feature_extraction_speechseq import STD_FLOOR
@@ -157,6 +159,10 @@ class Scorer:
     def select_state(self, state, rows: torch.LongTensor, tokens: torch.LongTensor):
         return state
 
+    def keep_in_step(self) -> None:
+        """Run this scorer's model once more, its output unused: with `synced_gpus`, a process whose utterances are
+        done keeps joining the collective operations (FSDP, DeepSpeed ZeRO-3) of the steps the others still take."""
+
 
 class PartialScorer(Scorer):
     """A scorer too costly for the whole vocabulary: `score_partial` scores only the (rows, P) `candidates` that the
@@ -196,6 +202,7 @@ class DecoderScorer(Scorer):
         return _DecoderState(utterances, beams, cache, self.encoder_hidden_states[groups], _rows(self.encoder_mask, groups))
 
     def score(self, tokens, state):
+        self._first = (tokens[:1, :1], state.encoder_hidden_states[:1], _rows(state.encoder_mask, slice(0, 1)))
         # Only the newest token goes in: the cache holds the others (and the encoder's projected keys and values).
         step = tokens if state.cache.get_seq_length() == 0 else tokens[:, -1:]
         logits = self.model.decoder_step(step, state.encoder_hidden_states, state.encoder_mask, state.cache)
@@ -205,6 +212,10 @@ class DecoderScorer(Scorer):
             seen = torch.where(seen < 0, seen * self.repetition_penalty, seen / self.repetition_penalty)
             log_probs = log_probs.scatter(1, tokens, seen)
         return log_probs, state
+
+    def keep_in_step(self):
+        tokens, encoder_hidden_states, encoder_mask = self._first
+        self.model.decoder_step(tokens, encoder_hidden_states, encoder_mask, None)
 
     def select_state(self, state, rows, tokens):
         utterances = state.utterances[rows]
@@ -240,6 +251,7 @@ class LMScorer(Scorer):
         return _LMState(DynamicCache())
 
     def score(self, tokens, state):
+        self._first = tokens[:1, :1]
         step = tokens if state.cache.get_seq_length() == 0 else tokens[:, -1:]
         logits = self.lm(input_ids=step, **{CACHE_NAME: state.cache}, use_cache=True).logits[:, -1]
         return logits.float().log_softmax(dim=-1), state
@@ -247,6 +259,9 @@ class LMScorer(Scorer):
     def select_state(self, state, rows, tokens):
         state.cache.reorder_cache(rows)
         return state
+
+    def keep_in_step(self):
+        self.lm(input_ids=self._first, use_cache=False)
 
 
 class LengthBonus(Scorer):
@@ -557,6 +572,7 @@ def beam_search(
     pad_token_id: int,
     vocab_size: int,
     device: torch.device | str = "cpu",
+    synced_gpus: bool = False,
 ) -> BeamSearchOutput:
     """Beam search over `num_utterances` utterances at once, ranking hypotheses by sum(weights[name] * score[name]).
 
@@ -566,6 +582,10 @@ def beam_search(
             scorer can rank them).
         weights: weight of each scorer; a weight of 0 removes it.
         max_new_tokens (`torch.LongTensor` of shape `(num_utterances,)`): each utterance's longest output.
+        synced_gpus: as transformers' `generate(synced_gpus=True)` (FSDP, DeepSpeed ZeRO-3): the processes of
+            `torch.distributed` step together until every one is done, a process whose utterances are done running
+            its scorers' models without using them (`Scorer.keep_in_step`), so that no collective operation waits
+            for a process that stopped.
     """
     scorers = {name: s for name, s in scorers.items() if weights.get(name, 0.0) != 0.0}
     if not scorers:
@@ -663,11 +683,17 @@ def beam_search(
                     done[a] = running[a, 0].item() / length**options.length_penalty <= pool[-1][0]
         if done.all():
             break
+        if synced_gpus:
+            _everyone_done(False, device)
         if done.any():
             keep = (~done).nonzero().squeeze(1).to(device)
             rows = (keep[:, None] * K + torch.arange(K, device=device)).view(-1)
             active, tokens, parts, running = active[keep], tokens[rows], parts[rows], running[keep]
             states = {name: s.select_state(states[name], rows, tokens[:, -1]) for name, s in scorers.items()}
+
+    while synced_gpus and not _everyone_done(True, device):
+        for scorer in scorers.values():
+            scorer.keep_in_step()
 
     R = options.num_return_sequences
     chosen = [pool[:R] for pool in finished]
@@ -683,6 +709,13 @@ def beam_search(
     return BeamSearchOutput(
         sequences.to(device), scores.to(device), {n: scorer_totals[:, i].to(device) for i, n in enumerate(names)}
     )
+
+
+def _everyone_done(done_here: bool, device) -> bool:
+    """Whether every process of `torch.distributed` is done (one all-reduce, as transformers' synced_gpus)."""
+    flag = torch.tensor(0.0 if done_here else 1.0, device=device)
+    torch.distributed.all_reduce(flag)
+    return flag.item() == 0.0
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -947,7 +980,7 @@ _SEARCH_DEFAULTS = {
 # What transformers' callers pass to generate() that speechseq's searches do not need: Seq2SeqTrainer's
 # prediction_step adds `labels` and `synced_gpus`; the ASR pipeline and users may ask for cache and sampling settings.
 # (use_cache: speechseq's searches always cache, which changes their speed, not their output.)
-_IGNORED_GENERATE_KWARGS = {"labels", "synced_gpus", "use_cache"}
+_IGNORED_GENERATE_KWARGS = {"labels", "use_cache"}
 # transformers' token constraints, which speechseq's beam search applies as `TokenConstraints`
 _CONSTRAINTS = ("min_length", "min_new_tokens", "suppress_tokens", "begin_suppress_tokens", "no_repeat_ngram_size",
                 "bad_words_ids")  # fmt: skip
@@ -1102,6 +1135,10 @@ class SpeechSeqGenerationMixin(GenerationMixin):
             return output
 
         constraints = {name: setting(name, None) for name in _CONSTRAINTS}
+        synced_gpus = kwargs.pop("synced_gpus", None)
+        if synced_gpus is None:  # transformers' default
+            synced_gpus = torch.distributed.is_available() and torch.distributed.is_initialized() and (
+                torch.distributed.get_world_size() > 1 and (is_deepspeed_zero3_enabled() or is_fsdp_managed_module(self)))  # fmt: skip
         for name in ("do_sample", "output_scores", "output_attentions", "output_hidden_states", "output_logits"):
             if setting(name, False):
                 raise ValueError(f"{name}=True is not supported by speechseq's {decoding} search (it returns "
@@ -1129,7 +1166,7 @@ class SpeechSeqGenerationMixin(GenerationMixin):
             if constraint.active:
                 words = {**words, "constraints": constraint}
             output = self._joint_search(input_features, attention_mask, search, self._fusion_lm(lm, search.lm_weight),
-                                        words)  # fmt: skip
+                                        words, synced_gpus)  # fmt: skip
         self._warn_if_cut(output.sequences, max_new_tokens)
         if return_token_spans:
             return self._with_token_spans(output, input_features, attention_mask)
@@ -1161,6 +1198,9 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         With `return_token_spans`, each segment's transcript is aligned with the segment (`align`) and its frames are
         moved to the recording's, a space between segments (at the pause) where the tokenizer has one."""
         c = self.config
+        if generate_kwargs.get("synced_gpus"):
+            raise ValueError("long recordings are decoded in as many segments as they have pauses, which differs from "
+                             "process to process: synced_gpus is not supported for them (cut them first)")  # fmt: skip
         lengths = frame_lengths(input_features, attention_mask).tolist()
         config = generate_kwargs.get("generation_config") or self.generation_config
         if (generate_kwargs.get("num_return_sequences") or config.num_return_sequences or 1) > 1:
@@ -1381,8 +1421,8 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         return lm.to(self.device).eval()
 
     @torch.no_grad()
-    def _joint_search(self, input_features, attention_mask, options: BeamSearchOptions, lm,
-                      words: dict) -> SpeechSeqGenerateOutput:  # fmt: skip
+    def _joint_search(self, input_features, attention_mask, options: BeamSearchOptions, lm, words: dict,
+                      synced_gpus: bool = False) -> SpeechSeqGenerateOutput:  # fmt: skip
         encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
         T = encoder_hidden_states.shape[1]
         encoder_mask = None if attention_mask is None else lengths_to_mask(lengths, T)
@@ -1404,6 +1444,7 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         output = beam_search(
             scorers, weights, len(lengths), limits, options,
             c.decoder_start_token_id, c.eos_token_id, c.pad_token_id, c.vocab_size, encoder_hidden_states.device,
+            synced_gpus,
         )  # fmt: skip
         return SpeechSeqGenerateOutput(
             sequences=output.sequences, sequences_scores=output.sequences_scores, scorer_scores=output.scorer_scores

@@ -574,3 +574,44 @@ def test_a_transcript_cut_at_the_length_limit_is_reported(tokenizer, caplog, opt
         with caplog.at_level(logging.WARNING, logger="speechseq.modeling_speechseq"):
             model.generate(features, **options)
         assert "reached the limit" not in caplog.text
+
+
+# --- several processes ---------------------------------------------------------------------------------------------
+
+
+def _synced_generation(rank: int, port: int, results: str, synced: bool):
+    """One of two processes: its own batch (process 0 short utterances, done in a few steps; process 1 long ones),
+    and a collective operation in every decoder forward, as FSDP's and ZeRO-3's parameter gathering has."""
+    import datetime
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=20))  # fmt: skip
+    model = _small(0)
+    model.model.decoder.register_forward_pre_hook(lambda module, args: dist.all_reduce(torch.ones(1)))
+    x, mask = features([24, 20] if rank == 0 else [200, 180], rank)
+    try:
+        out = model.generate(x, attention_mask=mask, num_beams=3, ctc_weight=0.3, max_new_tokens=30,
+                             synced_gpus=synced)  # fmt: skip
+        torch.save(out, f"{results}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_synced_gpus_keeps_processes_stepping_until_all_are_done(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_synced_generation, args=(port, str(tmp_path), True), nprocs=2, join=True)
+    model = _small(0)
+    for rank, lengths in ((0, [24, 20]), (1, [200, 180])):
+        x, mask = features(lengths, rank)
+        alone = model.generate(x, attention_mask=mask, num_beams=3, ctc_weight=0.3, max_new_tokens=30)
+        assert torch.equal(torch.load(tmp_path / f"{rank}.pt"), alone)  # the same transcripts as one process alone
+    # the steps really differ: process 0 stops within 6 tokens (5 encoder frames and [EOS]), process 1 goes on
+    assert torch.load(tmp_path / "0.pt").shape[1] <= 7 < torch.load(tmp_path / "1.pt").shape[1]
