@@ -12,6 +12,11 @@ Methods (`bench/results/decoding.json`, a list of {"method", "rtf", "cer", "wer"
   ctc_beam10     the CTC prefix beam search, the CTC head alone (with --ngram_lm, as the baseline of the next)
   ctc_beam10_ngram  the CTC prefix beam search with the word n-gram LM (pyctcdecode's search)
   hf_beam10      transformers' GenerationMixin.generate(num_beams=10) on the same model
+With `--ctc_memory` it measures instead the CTC prefix scorer's memory where it is largest: beam 10 + CTC (weight 0.3,
+and 1.0, where no other scorer pre-selects tokens and CTC scores the whole vocabulary) on one `--seconds` utterance
+(30) with a `--vocab_size` (10000: BPE 10k) `small` model of random weights, `--steps` tokens (20), each setting in a
+process of its own (`bench/results/ctc_memory.json`).
+
 Each method runs in a Python process of its own, which loads the model, the language model and the split and then
 decodes: `peak_rss_mb` is that process's peak resident memory, `loaded_rss_mb` its peak before decoding began (the
 difference is the search's own memory). The real-time factor is decoding seconds (encoder included, features not)
@@ -37,8 +42,12 @@ logger = logging.getLogger("bench.decoding")
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model_dir", required=True)
-    parser.add_argument("--corpus_dir", required=True)
+    parser.add_argument("--model_dir")
+    parser.add_argument("--corpus_dir")
+    parser.add_argument("--ctc_memory", action="store_true", help="measure the CTC prefix scorer's memory instead")
+    parser.add_argument("--vocab_size", type=int, default=10000, help="with --ctc_memory")
+    parser.add_argument("--seconds", type=float, default=30.0, help="with --ctc_memory")
+    parser.add_argument("--steps", type=int, default=20, help="with --ctc_memory")
     parser.add_argument("--lm", help="a language model directory (examples/run_lm.py); without it, no LM row")
     parser.add_argument("--ngram_lm", help="a word n-gram LM (examples/build_ngram_lm.py); without it, no n-gram rows")
     parser.add_argument("--ngram_weight", type=float, default=None)
@@ -54,6 +63,10 @@ def main():
     parser.add_argument("--output", help="default: bench/results/decoding.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.ctc_memory:
+        return ctc_memory(args)
+    if not (args.model_dir and args.corpus_dir):
+        parser.error("--model_dir and --corpus_dir are needed (unless --ctc_memory)")
 
     model, _, dataset = load(args)
     references = list(dataset["text"])
@@ -110,6 +123,35 @@ def main():
         logger.info("beam+ctc+lm / greedy time: %.2f (target <= 3); WER %.1f%% -> %.1f%% (%.0f%% relative, target "
                     ">= 15%%)", fused["decode_s"] / greedy["decode_s"], 100 * greedy["wer"], 100 * fused["wer"],
                     100 * (1 - fused["wer"] / greedy["wer"]))  # fmt: skip
+
+
+def ctc_memory(args) -> None:
+    """Peak memory and time of beam 10 + CTC on one long utterance with a large vocabulary (see the module's doc)."""
+    records = []
+    for ctc_weight in (0.3, 1.0):
+        run = in_fresh_process(ctc_memory_run, args.vocab_size, args.seconds, args.steps, ctc_weight)
+        records.append({"ctc_weight": ctc_weight, "vocab_size": args.vocab_size, "seconds": args.seconds,
+                        "steps": args.steps, "num_beams": 10, **run})  # fmt: skip
+        logger.info("beam 10 + CTC %.1f, vocabulary %d, %.0f s: %.1f s for %d tokens, peak RSS %.0f MB (%.0f MB "
+                    "before decoding)", ctc_weight, args.vocab_size, args.seconds, run["decode_s"], args.steps,
+                    run["peak_rss_mb"], run["loaded_rss_mb"])  # fmt: skip
+    write_results("ctc_memory", records, args.output)
+
+
+def ctc_memory_run(vocab_size: int, seconds: float, steps: int, ctc_weight: float) -> dict:
+    import time
+
+    import torch
+
+    from speechseq import SpeechSeqConfig
+
+    torch.manual_seed(0)
+    model = SpeechSeqForConditionalGeneration(SpeechSeqConfig.from_preset("small", vocab_size=vocab_size)).eval()
+    features = torch.randn(1, int(seconds * 100), 80)
+    loaded = peak_rss_mb()
+    began = time.perf_counter()
+    model.generate(features, num_beams=10, ctc_weight=ctc_weight, max_new_tokens=steps, min_new_tokens=steps - 1)
+    return {"decode_s": time.perf_counter() - began, "loaded_rss_mb": loaded, "peak_rss_mb": peak_rss_mb()}
 
 
 def load(args):

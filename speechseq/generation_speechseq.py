@@ -147,7 +147,8 @@ class Scorer:
     `select_state(state, rows, tokens)` keeps the rows the search chose (in that order) after they appended `tokens`.
     """
 
-    # True for a scorer that gives every token the same score: it cannot pick the pre-beam of the partial scorers.
+    # True for a scorer that cannot pick the pre-beam of the partial scorers alone: it gives every token the same score
+    # (or only forbids some).
     constant = False
 
     def init_state(self, utterances: torch.LongTensor):
@@ -416,6 +417,8 @@ class TokenConstraints(Scorer):
     `min_length` / `min_new_tokens` (no `[EOS]` before), `suppress_tokens` (never), `begin_suppress_tokens` (not
     first), `no_repeat_ngram_size` (no n-gram twice) and `bad_words_ids` (no such token sequence)."""
 
+    constant = True  # it only forbids: it cannot pick the pre-beam of the partial scorers alone
+
     def __init__(self, vocab_size: int, eos_token_id: int, min_length: int = 0, min_new_tokens: int = 0,
                  suppress_tokens=None, begin_suppress_tokens=None, no_repeat_ngram_size: int = 0,
                  bad_words_ids=None):  # fmt: skip
@@ -465,7 +468,10 @@ class _CTCState:
     prefix: torch.Tensor  # (rows,) log-prob of all alignments that begin with the prefix: log p_ctc(prefix... | x)
     last: torch.LongTensor  # (rows,) last label of the prefix, -1 for the empty one
     labels: int = 0  # labels in the prefix (the same for every row: the search is label-synchronous)
-    candidates: torch.LongTensor | None = None  # after score_partial: (rows, P), with r (frames, 2, rows, P) etc.
+    candidates: torch.LongTensor | None = None  # after score_partial: (rows, P), and prefix (rows, P)
+    # after score_partial: the alignments of every prefix + candidate (frames, 2, rows, P), or None when they were
+    # too many to keep (recomputed for the kept ones)
+    extended: torch.Tensor | None = None
 
 
 class CTCPrefixScorer(PartialScorer):
@@ -484,7 +490,9 @@ class CTCPrefixScorer(PartialScorer):
         excluded_token_ids: tokens CTC never emits (padding, start): scored -inf.
     """
 
-    def __init__(self, log_probs, lengths, blank_token_id, eos_token_id, excluded_token_ids=()):
+    def __init__(self, log_probs, lengths, blank_token_id, eos_token_id, excluded_token_ids=(),
+                 memory_budget: int = 256 * 2**20):  # fmt: skip
+        self.memory_budget = memory_budget  # bytes of working tensors a step may take
         self.x = log_probs.float().transpose(0, 1).contiguous()  # (frames, batch, vocab)
         self.lengths, self.blank, self.eos = lengths, blank_token_id, eos_token_id
         self.banned = torch.tensor(sorted({blank_token_id, *excluded_token_ids}), device=log_probs.device)
@@ -497,6 +505,31 @@ class CTCPrefixScorer(PartialScorer):
         return _CTCState(utterances, r, zeros, torch.full((rows,), -1, device=self.x.device))
 
     def score_partial(self, tokens, candidates, state):
+        T, (rows, P) = self.x.shape[0], candidates.shape
+        # the recursion's working tensors hold about 8 x (frames, rows, candidates) floats: when they do not fit the
+        # budget (the whole vocabulary, with no full scorer to pre-select, took gigabytes with a 10k BPE vocabulary
+        # and 30 s of audio), candidates go in chunks and the new prefixes' alignments are recomputed in select_state
+        # for the tokens the search keeps, rather than kept for every candidate
+        chunk = max(1, self.memory_budget // (8 * 4 * T * rows))
+        if chunk >= P:
+            prefix, r = self._extend(state, candidates)
+        else:
+            prefix = torch.cat([self._extend(state, candidates[:, i : i + chunk])[0] for i in range(0, P, chunk)], 1)
+            r = None
+        prefix = torch.where(candidates == self.eos, self._complete(state)[:, None], prefix)
+        prefix = prefix.masked_fill(torch.isin(candidates, self.banned), NEG_INF)
+        # A prefix CTC cannot align stays impossible (-inf, not -inf - -inf = nan, which topk would rank first).
+        scores = (prefix - state.prefix[:, None]).masked_fill(state.prefix[:, None] == NEG_INF, NEG_INF).float()
+        return scores, _CTCState(state.utterances, state.r, prefix, state.last, state.labels, candidates, r)
+
+    def _complete(self, state) -> torch.Tensor:
+        """(rows,) log p_ctc(g | x): every alignment of the whole prefix g, ending at the last real frame."""
+        last_frame = (self.lengths[state.utterances] - 1)[None, None, :].expand(1, 2, -1)
+        return torch.logsumexp(state.r.gather(0, last_frame)[0], dim=0)
+
+    def _extend(self, state, candidates) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each row's prefix g and each of its (rows, C) `candidates` c: log p_ctc(g c ... | x) and the
+        alignments of g c up to each frame, `r` (frames, 2, rows, C)."""
         T, (rows, P) = self.x.shape[0], candidates.shape
         utterances = state.utterances
         lengths = self.lengths[utterances]
@@ -528,22 +561,19 @@ class CTCPrefixScorer(PartialScorer):
         phi_before = phi[first - 1 : end - 1] if first else torch.cat([torch.zeros_like(phi[:1]), phi[: end - 1]])
         real = torch.arange(first, end, device=xc.device)[:, None] < lengths[None]  # (frames, rows)
         prefix = torch.logsumexp((phi_before + xc[first:end]).masked_fill(~real[..., None], NEG_INF), dim=0)
-        last_frame = (lengths - 1)[None, :, None]  # the whole of g, ending at the last real frame
-        complete = torch.logaddexp(r_n.gather(0, last_frame), r_b.gather(0, last_frame))[0]  # (rows, 1)
-        prefix = torch.where(candidates == self.eos, complete, prefix)
-        prefix = prefix.masked_fill(torch.isin(candidates, self.banned), NEG_INF)
-
-        # A prefix CTC cannot align stays impossible (-inf, not -inf - -inf = nan, which topk would rank first).
-        scores = (prefix - state.prefix[:, None]).masked_fill(state.prefix[:, None] == NEG_INF, NEG_INF).float()
-        return scores, _CTCState(utterances, z[:, ::2], prefix, state.last, state.labels, candidates)
+        return prefix, z[:, ::2]
 
     def select_state(self, state, rows, tokens):
+        parent = _CTCState(state.utterances[rows], state.r[:, :, rows], state.prefix[rows], state.last[rows],
+                           state.labels)  # fmt: skip
         if state.candidates is None:  # rows only (the search dropping finished utterances)
-            return _CTCState(state.utterances[rows], state.r[:, :, rows], state.prefix[rows], state.last[rows],
-                             state.labels)  # fmt: skip
+            return parent
         column = (state.candidates[rows] == tokens[:, None]).int().argmax(dim=1)  # where each kept token was scored
-        r = state.r[:, :, rows, column]  # (T, 2, kept)
-        return _CTCState(state.utterances[rows], r, state.prefix[rows, column], tokens, state.labels + 1)
+        if state.extended is not None:
+            r = state.extended[:, :, rows, column]  # (T, 2, kept)
+        else:
+            r = self._extend(parent, tokens[:, None])[1][..., 0]  # the kept prefixes' alignments, recomputed
+        return _CTCState(parent.utterances, r, state.prefix[rows, column], tokens, state.labels + 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -617,7 +647,7 @@ def beam_search(
         total = sum(weights[n] * step[n] for n in full) if full else torch.zeros(N, V, device=device)
         if partial:
             if ranking:
-                pre_beam = sum(weights[n] * step[n] for n in ranking).topk(P, dim=1).indices  # (rows, P)
+                pre_beam = total.topk(P, dim=1).indices  # (rows, P): by every full scorer, constraints included
             else:
                 pre_beam = torch.arange(V, device=device).expand(N, V)
             outside = torch.full((N, V), NEG_INF, device=device)

@@ -289,6 +289,19 @@ def test_ctc_alone_finds_the_most_likely_transcript_both_ways():
                                        torch.tensor([math.log(totals[y]) for y in best]))  # fmt: skip
 
 
+def test_the_ctc_prefix_scorer_in_a_memory_budget_scores_the_same():
+    # a budget of one byte scores one candidate at a time (ctc_weight=1 scores the whole vocabulary: with BPE 10k and
+    # 30 s that was gigabytes a step); the kept prefixes' alignments are recomputed rather than kept for all
+    for seed in range(3):
+        log_probs, lengths = random_ctc(2, 9, 7, seed), torch.tensor([9, 6])
+        options = BeamSearchOptions(num_beams=4, num_return_sequences=2, length_penalty=0.0, max_new_tokens=8)
+        outputs = [beam_search({"ctc": CTCPrefixScorer(log_probs, lengths, BLANK, EOS, memory_budget=budget)},
+                               {"ctc": 1.0}, 2, lengths + 1, options, -1, EOS, BLANK, 7)
+                   for budget in (1, 2**30)]  # fmt: skip
+        assert torch.equal(outputs[0].sequences, outputs[1].sequences)
+        torch.testing.assert_close(outputs[0].sequences_scores, outputs[1].sequences_scores)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_model_ctc_weight_one_equals_ctc_prefix_beam_search_and_scores_are_ctc_likelihoods(seed):
     model = _small(seed)
