@@ -193,6 +193,18 @@ def test_token_constraints_in_the_beam_search_act_as_transformers_logits_process
     assert changed, "the constraint changed no transcript: the test would not check it"
 
 
+def test_a_constraint_does_not_choose_the_tokens_ctc_scores_alone():
+    # with ctc_weight=1 no scorer ranks tokens for CTC's pre-beam: CTC scores them all, and a constraint that only
+    # forbids must not narrow them to the first few it allows
+    for seed in range(3):
+        model = _small(seed)
+        x, mask = features([40, 36], seed)
+        kwargs = dict(attention_mask=mask, num_beams=4, ctc_weight=1.0, max_new_tokens=8)
+        free = model.generate(x, **kwargs)
+        unused = sorted(set(range(5, 12)) - set(free.flatten().tolist()))
+        assert torch.equal(model.generate(x, **kwargs, suppress_tokens=unused[:1] or [2]), free)
+
+
 def test_options_speechseq_searches_cannot_honour_are_refused():
     model = _small(0)
     x, mask = features([64, 48], 0)
