@@ -262,11 +262,21 @@ class SpeechSeqTrainer(Seq2SeqTrainer):
     LOSS_PARTS = ("attention_loss", "ctc_loss", "interctc_loss")
 
     def __init__(self, *args, learning_rates: dict | None = None, frozen_steps: dict | None = None,
-                 train_data_collator=None, **kwargs):  # fmt: skip
+                 train_data_collator=None, data_description: str | None = None, **kwargs):  # fmt: skip
         super().__init__(*args, **kwargs)
         self.learning_rates, self.frozen_steps = learning_rates or {}, frozen_steps or {}
         self.train_data_collator = train_data_collator  # for the training batches alone (augmentation)
+        self.data_description = data_description  # what the model card says it was trained on
         self._loss_parts = {}
+
+    def create_model_card(self, *args, **kwargs):
+        """transformers' model card (`README.md` in the output directory, also what `push_to_hub` uploads), with
+        a section on the speechseq model: its shape, the data, the last evaluation, how its loss reads and the
+        decoding setting saved with it."""
+        super().create_model_card(*args, **kwargs)
+        if self.is_world_process_zero() and getattr(self.model.config, "model_type", None) == "speechseq":
+            with open(os.path.join(self.args.output_dir, "README.md"), "a") as card:
+                card.write(speechseq_card_section(self.model, self.state, self.data_description))
 
     def get_train_dataloader(self):
         if getattr(self.args, "max_frames_per_batch", None):  # also under plain Seq2SeqTrainingArguments
@@ -446,6 +456,57 @@ def read_stages(schedule: str | list, config: SpeechSeqConfig) -> list[Stage]:
             raise ValueError(f"stage {i} asks for {stage.encoder_layers} encoder and {stage.decoder_layers} decoder "
                              f"layers; the model has {config.encoder_layers} and {config.decoder_layers}")  # fmt: skip
     return stages
+
+
+def describe_data(data_args, train) -> str | None:
+    """A line on the training data for the model card."""
+    if train is None:
+        return None
+    local = (data_args.corpus_dir, data_args.assignment_root, data_args.train_manifest)
+    names = [os.path.basename(os.path.normpath(value)) for value in local if value]  # no path of this machine
+    source = f"`{data_args.dataset_name or names[0]}`" if data_args.dataset_name or names else "its data"
+    hours = sum(train["duration"]) / 3600 if "duration" in train.column_names else None
+    return f"{source} ({len(train)} utterances" + (f", {hours:.1f} h" if hours else "") + ")"
+
+
+def speechseq_card_section(model, state, data_description: str | None) -> str:
+    """The model card's speechseq section (markdown)."""
+    c = model.config
+    if c.encoder_type == "whisper":
+        encoder = f"a pretrained Whisper encoder with {c.encoder_layers} speechseq layers over it"
+    else:
+        encoder = f"a {c.encoder_block} encoder of {c.encoder_layers} layers"
+    shape = (f"{model.num_parameters() / 1e6:.1f}M parameters: d_model {c.d_model}, {encoder}, a decoder of "
+             f"{c.decoder_layers}, a CTC head (weight {c.ctc_weight} in the loss), {c.vocab_size} tokens")
+    evaluations = [entry for entry in state.log_history if "eval_loss" in entry]
+    figures = ", ".join(f"{key.removeprefix('eval_').upper()} {100 * value:.1f}%" for key, value in
+                        (evaluations[-1] if evaluations else {}).items() if key in ("eval_wer", "eval_cer"))  # fmt: skip
+    search = {name: getattr(model.generation_config, name, None) for name in
+              ("decoding", "num_beams", "ctc_weight", "lm_weight", "length_bonus", "length_penalty", "ngram_weight")}
+    search = {name: value for name, value in search.items() if value is not None}
+    return "\n".join([
+        "", "## speechseq", "",
+        f"A speechseq pre-norm encoder-decoder ASR model, {shape}, trained for {state.global_step} steps"
+        + (f" on {data_description}" if data_description else "") + ".",
+        "",
+        f"Last evaluation (greedy unless the decoding below was set for it): {figures}." if figures else
+        "No evaluation with generation was run during training (`--predict_with_generate`).",
+        "",
+        "`loss` and `eval_loss` are the joint loss, `(1 - ctc_weight) * label-smoothed cross-entropy + ctc_weight * "
+        "CTC`: not comparable with other models' plain cross-entropy.",
+        "",
+        f"Decoding setting in `generation_config.json` at the end of training: `{json.dumps(search)}` "
+        "(`examples/tune_decoding.py` may have tuned it since; language models it names live in this directory).",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        "",
+        "asr = pipeline(\"automatic-speech-recognition\", model=\"<this directory or repository>\", "
+        "trust_remote_code=True)",
+        "asr(\"speech.flac\", return_timestamps=\"word\")",
+        "```",
+        "",
+    ])  # fmt: skip
 
 
 def leaves_parameters_unused(model, training_args) -> bool:
@@ -841,6 +902,7 @@ def main(argv=None):
         learning_rates=json.loads(training_args.learning_rates) if training_args.learning_rates else None,
         frozen_steps=frozen_steps,
         train_data_collator=train_collator,
+        data_description=describe_data(data_args, train),
     )
     if training_args.schedule_by_time and not training_args.disable_tqdm:  # --max_steps is only a cap: show minutes
         trainer.remove_callback(ProgressCallback)
@@ -859,6 +921,11 @@ def main(argv=None):
         metrics = trainer.evaluate(metric_key_prefix="eval")
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
+    card = {"tasks": "automatic-speech-recognition", "tags": ["speechseq", "ctc", "speech"], "language": "en"}
+    if training_args.push_to_hub:  # as transformers' examples: the card goes up with the model
+        trainer.push_to_hub(**card)
+    elif training_args.do_train:
+        trainer.create_model_card(**card)
 
 
 if __name__ == "__main__":

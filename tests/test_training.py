@@ -52,6 +52,11 @@ def test_training_produces_a_model_the_pipeline_loads(manifest, signals, tmp_pat
     assert metrics["eval_cer"] == 0.0 and metrics["eval_wer"] == 0.0
     asr = pipeline("automatic-speech-recognition", model=str(out))
     assert [asr(s)["text"] for s in signals] == TRANSCRIPTS
+    # the model card: transformers' (metadata, hyper-parameters) and speechseq's section (data, figures, decoding)
+    card = (out / "README.md").read_text()
+    assert card.startswith("---") and "automatic-speech-recognition" in card and "learning_rate: 0.003" in card
+    assert "16 utterances" in card and "WER 0.0%, CER 0.0%" in card and "joint loss" in card
+    assert str(tmp_path) not in card  # nothing of this machine's paths but the data's own name
 
 
 def run_script(args, env_extra=None, **kwargs):
