@@ -75,6 +75,13 @@ VARIANTS = {
     "transformer+front32+batch8": Variant(config=FRONT_32, flags=("--per_device_train_batch_size", "8")),
     # as many frames a batch as 16 utterances of the demo corpus with their padding, shortest first at first
     "transformer+front32+frames": Variant(config=FRONT_32, flags=FRAMES),
+    # additive noise alone (white or pink, 10-30 dB SNR, half the utterances): no resampling, so a cheap step; for
+    # the quiet noise of real rooms, which the corpus's TTS (digital silence) never has
+    "transformer+front32+frames+noise": Variant(config=FRONT_32, flags=(
+        *FRAMES, "--augmentation", json.dumps({"noise_probability": 0.5}))),
+    # the same at 20-40 dB: the noise floor of a quiet room rather than a noisy one
+    "transformer+front32+frames+quiet_noise": Variant(config=FRONT_32, flags=(
+        *FRAMES, "--augmentation", json.dumps({"noise_probability": 0.5, "noise_snr_db": [20, 40]}))),
     "conformer": Variant(config=CONFORMER),
     # a Conformer as cheap as a Transformer block: two half-step feed-forwards of half the width (together the
     # Transformer's one), with the demo's front end and frame batches
