@@ -10,7 +10,9 @@ the references joined, and of the utterances decoded one by one, with their real
 `return_timestamps="word"`): each utterance's first word start and last word end against where its speech starts and
 ends in the recording (the part's first and last 10 ms frame within 26 dB of its loudest, so that the TTS engines'
 own leading and trailing silence does not count), words matched to the reference by jiwer's alignment (a misspelled
-word still marks its place). Writes `bench/results/longform.json`.
+word still marks its place). With `--memory`, instead: peak resident memory and real-time factor of long-form
+decoding of one 1-minute and one 10-minute recording, each in a process of its own (`longform_memory.json`).
+Writes `bench/results/longform.json`.
 """
 
 import argparse
@@ -28,7 +30,7 @@ from speechseq.evaluation import error_rates
 from speechseq.generation_speechseq import timestamp_chunks
 from speechseq.ngram_lm import word_pieces
 
-from common import write_results
+from common import in_fresh_process, peak_rss_mb, write_results
 
 logger = logging.getLogger("bench.longform")
 
@@ -96,14 +98,26 @@ def main():
     parser.add_argument("--split", default="test_unseen", help="dev to tune long-form settings on")
     parser.add_argument("--decoding", default="ctc", choices=("ctc", "attention"))
     parser.add_argument("--timestamps", action="store_true", help="also measure the word times")
+    parser.add_argument("--memory", action="store_true", help="peak memory of 1 and 10 minutes instead")
     parser.add_argument("--output", help="default: bench/results/longform.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model = SpeechSeqForConditionalGeneration.from_pretrained(args.model_dir).eval()
-    processor = SpeechSeqProcessor.from_pretrained(args.model_dir)
     options = {"decoding": args.decoding, "num_beams": args.num_beams}
     if args.decoding == "attention" and args.num_beams > 1:
         options.update(ctc_weight=0.3, length_bonus=1.0, length_penalty=0.0)
+    if args.memory:
+        runs = [{"minutes": minutes, **in_fresh_process(decode_one, args.model_dir, args.corpus_dir, args.split,
+                                                         minutes, options, args.segment_seconds)}
+                for minutes in (1.0, 10.0)]  # fmt: skip
+        for run in runs:
+            logger.info("%.1f min: peak RSS %.0f MB (%.0f MB before decoding), RTF %.3f", run["recording_s"] / 60,
+                        run["peak_rss_mb"], run["loaded_rss_mb"], run["rtf"])  # fmt: skip
+        logger.info("10 min / 1 min peak memory over the loaded model: %.2f (target <= 1.5)",
+                    (runs[1]["peak_rss_mb"] - runs[1]["loaded_rss_mb"]) / max(1.0, runs[0]["peak_rss_mb"] - runs[0]["loaded_rss_mb"]))  # fmt: skip
+        write_results("longform_memory", runs, args.output)
+        return
+    model = SpeechSeqForConditionalGeneration.from_pretrained(args.model_dir).eval()
+    processor = SpeechSeqProcessor.from_pretrained(args.model_dir)
     split = load_corpus(args.corpus_dir)[args.split]
     records = []
     for k, (audio, reference, parts, texts, spans) in enumerate(recordings(split, args.minutes)):
@@ -150,6 +164,21 @@ def main():
                     seconds, len(parts), 100 * long_rates["wer"], len(whole.split()), len(reference.split()),
                     100 * part_rates["wer"], whole_s / seconds, parts_s / seconds)  # fmt: skip
     write_results("longform", records, args.output)
+
+
+def decode_one(model_dir, corpus_dir, split, minutes, options, segment_seconds) -> dict:
+    """The first recording of `minutes` of the split, decoded long-form in this (fresh) process."""
+    model = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).eval()
+    processor = SpeechSeqProcessor.from_pretrained(model_dir)
+    audio = next(recordings(load_corpus(corpus_dir)[split], minutes))[0]
+    features = processor(audio=[audio], sampling_rate=16000, return_tensors="pt")
+    loaded = peak_rss_mb()
+    began = time.perf_counter()
+    model.generate(**features, **options, segment_seconds=segment_seconds,
+                   segment_normalization=processor.feature_extractor.normalization)  # fmt: skip
+    seconds = time.perf_counter() - began
+    return {"recording_s": len(audio) / 16000, "rtf": seconds / (len(audio) / 16000), "loaded_rss_mb": loaded,
+            "peak_rss_mb": peak_rss_mb()}  # fmt: skip
 
 
 if __name__ == "__main__":

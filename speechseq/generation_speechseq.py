@@ -1167,11 +1167,13 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         constraints = {name: setting(name, None) for name in _CONSTRAINTS}
         synced_gpus = kwargs.pop("synced_gpus", None)
         if synced_gpus is None:  # transformers' default
-            synced_gpus = torch.distributed.is_available() and torch.distributed.is_initialized() and (
-                torch.distributed.get_world_size() > 1 and (is_deepspeed_zero3_enabled() or is_fsdp_managed_module(self)))  # fmt: skip
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            synced_gpus = distributed and torch.distributed.get_world_size() > 1 and (
+                is_deepspeed_zero3_enabled() or is_fsdp_managed_module(self))  # fmt: skip
+        search_name = "beam" if decoding == "attention" else "CTC"
         for name in ("do_sample", "output_scores", "output_attentions", "output_hidden_states", "output_logits"):
             if setting(name, False):
-                raise ValueError(f"{name}=True is not supported by speechseq's {decoding} search (it returns "
+                raise ValueError(f"{name}=True is not supported by speechseq's {search_name} search (it returns "
                                  "sequences_scores and each scorer's share with return_dict_in_generate=True); "
                                  "transformers' greedy search, the decoder alone with num_beams=1, supports it")
         unknown = set(kwargs) - _IGNORED_GENERATE_KWARGS
@@ -1189,14 +1191,14 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         constraint = TokenConstraints(c.vocab_size, c.eos_token_id, **constraints)
         if constraint.active and max(constraint.min_length - 1, constraint.min_new_tokens) >= max_new_tokens:
             raise ValueError(f"min_new_tokens / min_length ask for more tokens than the {max_new_tokens} allowed")
-        words = self._word_scorers(ngram_lm, tokenizer, search, decoding)
+        extra_scorers = self._word_scorers(ngram_lm, tokenizer, search, decoding)
         if decoding == "ctc":
-            output = self._ctc_search(input_features, attention_mask, search, words)
+            output = self._ctc_search(input_features, attention_mask, search, extra_scorers)
         else:
             if constraint.active:
-                words = {**words, "constraints": constraint}
+                extra_scorers["constraints"] = constraint
             output = self._joint_search(input_features, attention_mask, search, self._fusion_lm(lm, search.lm_weight),
-                                        words, synced_gpus)  # fmt: skip
+                                        extra_scorers, synced_gpus)  # fmt: skip
         self._warn_if_cut(output.sequences, max_new_tokens)
         if return_token_spans:
             return self._with_token_spans(output, input_features, attention_mask)
@@ -1451,7 +1453,7 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         return lm.to(self.device).eval()
 
     @torch.no_grad()
-    def _joint_search(self, input_features, attention_mask, options: BeamSearchOptions, lm, words: dict,
+    def _joint_search(self, input_features, attention_mask, options: BeamSearchOptions, lm, extra_scorers: dict,
                       synced_gpus: bool = False) -> SpeechSeqGenerateOutput:  # fmt: skip
         encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
         T = encoder_hidden_states.shape[1]
@@ -1468,7 +1470,7 @@ class SpeechSeqGenerationMixin(GenerationMixin):
             scorers["lm"] = LMScorer(lm)
         if options.length_bonus:
             scorers["length_bonus"] = LengthBonus(c.vocab_size)
-        scorers.update(words)
+        scorers.update(extra_scorers)
         # CTC gives every token a frame of its own: no transcript is longer than the encoder's frames (plus [EOS]).
         limits = (lengths + 1).clamp(max=options.max_new_tokens)
         output = beam_search(
