@@ -82,6 +82,15 @@ VARIANTS = {
     # the same at 20-40 dB: the noise floor of a quiet room rather than a noisy one
     "transformer+front32+frames+quiet_noise": Variant(config=FRONT_32, flags=(
         *FRAMES, "--augmentation", json.dumps({"noise_probability": 0.5, "noise_snr_db": [20, 40]}))),
+    # the demo's recipe since 2026-12-02 (noise), with vocal-tract-length perturbation (factors 0.9 to 1.1): voices
+    # the corpus lacks, made from the ones it has, at no cost to the step (it warps features in the model)
+    "transformer+front32+frames+noise+vtlp": Variant(config={**FRONT_32, "vtlp_warp": 0.1}, flags=(
+        *FRAMES, "--augmentation", json.dumps({"noise_probability": 0.5}))),
+    # and SpecAugment's frequency masks alone (two of up to 15 mel bins): the time masks hide what a short budget
+    # has to learn from
+    "transformer+front32+frames+noise+vtlp+freq_masks": Variant(config={**FRONT_32, "vtlp_warp": 0.1}, flags=(
+        *FRAMES, "--augmentation", json.dumps({"noise_probability": 0.5}), "--spec_augment_freq_masks", "2",
+        "--spec_augment_freq_width", "15")),
     "conformer": Variant(config=CONFORMER),
     # a Conformer as cheap as a Transformer block: two half-step feed-forwards of half the width (together the
     # Transformer's one), with the demo's front end and frame batches

@@ -147,6 +147,10 @@ class SpeechSeqConfig(PretrainedConfig):
         spec_augment_time_masks (`int`, defaults to 0): SpecAugment time masks per utterance (0 turns them off).
         spec_augment_time_width (`int`, defaults to 40): widest time mask, in frames; never more than a fifth of
             the utterance, and never past its last real frame.
+        vtlp_warp (`float`, defaults to 0): vocal-tract-length perturbation (Jaitly & Hinton, 2013), training only:
+            each utterance's log-mel frequency axis is warped by a factor drawn uniformly from `[1 - vtlp_warp,
+            1 + vtlp_warp]` (0.1 is the usual range), as if a speaker with a shorter or longer vocal tract said it;
+            0 turns it off.
         encoder_block (`str`, defaults to `"transformer"`): the encoder's layers: `"transformer"` (self-attention and
             a feed-forward block, the assignment's model) or `"conformer"` (Gulati et al., 2020, pre-norm: half-step
             feed-forward, self-attention, convolution module, half-step feed-forward, final LayerNorm; Swish inside).
@@ -234,6 +238,7 @@ class SpeechSeqConfig(PretrainedConfig):
         spec_augment_freq_width=27,
         spec_augment_time_masks=0,
         spec_augment_time_width=40,
+        vtlp_warp=0.0,
         encoder_block="transformer",
         conv_kernel_size=15,
         conv_norm="layer_norm",
@@ -282,6 +287,7 @@ class SpeechSeqConfig(PretrainedConfig):
         self.spec_augment_freq_width = spec_augment_freq_width
         self.spec_augment_time_masks = spec_augment_time_masks
         self.spec_augment_time_width = spec_augment_time_width
+        self.vtlp_warp = vtlp_warp
         self.encoder_block = encoder_block
         self.conv_kernel_size = conv_kernel_size
         self.conv_norm = conv_norm
@@ -343,6 +349,9 @@ class SpeechSeqConfig(PretrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if isinstance(self.vtlp_warp, bool) or not isinstance(self.vtlp_warp, (int, float)) \
+                or not 0.0 <= self.vtlp_warp < 0.5:
+            raise ValueError(f"vtlp_warp must be a number in [0, 0.5) (0.1 warps by 0.9 to 1.1), got {self.vtlp_warp!r}")
         _require_heads_divide(self, ("encoder_attention_heads", "decoder_attention_heads"))
         _require_fractions(self, ("dropout", "attention_dropout", "activation_dropout", "ctc_weight", "label_smoothing"))
         if self.label_smoothing == 1.0 or self.dropout == 1.0:

@@ -5,6 +5,7 @@ Reads top to bottom: subsampling front end, attention, the two layer types, enco
 log-probabilities.
 """
 
+import functools
 import logging
 import math
 import os
@@ -12,12 +13,14 @@ import shutil
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.audio_utils import hertz_to_mel, mel_to_hertz
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPastAndCrossAttentions
@@ -146,6 +149,46 @@ def spec_augment(features: torch.Tensor, lengths: torch.Tensor, config: SpeechSe
         start = (torch.rand(B, device=device) * (lengths - width + 1)).long()
         masked |= ((frames >= start[:, None]) & (frames < (start + width)[:, None]))[:, :, None]
     return features.masked_fill(masked & real[..., None], 0.0)
+
+
+@functools.lru_cache(maxsize=4)
+def _mel_centres(num_bins: int, mel_scale: str, low: float, high: float) -> np.ndarray:
+    """The centre frequencies (Hz) of a filterbank's `num_bins` triangles, equally spaced in `mel_scale`."""
+    mels = np.linspace(hertz_to_mel(low, mel_scale), hertz_to_mel(high, mel_scale), num_bins + 2)[1:-1]
+    return mel_to_hertz(mels, mel_scale)
+
+
+def vtlp(features: torch.Tensor, lengths: torch.Tensor, config: SpeechSeqConfig,
+         factors: torch.Tensor | None = None) -> torch.Tensor:
+    """Vocal-tract-length perturbation (Jaitly & Hinton, 2013) on log-mels: each utterance's frequency axis warped
+    by a factor `a` drawn from `[1 - config.vtlp_warp, 1 + config.vtlp_warp]`, piecewise linearly as Kaldi's VTLN
+    does (below 80% of the Nyquist frequency a frequency `f` of the output reads the input at `f / a`; above, the
+    line that keeps the Nyquist frequency where it is), each mel bin read from the input's mel axis by linear
+    interpolation between its neighbours. The bins' centres are those of the model's features: Kaldi's filterbank
+    (20 Hz to 8 kHz) or, for a Whisper encoder, Whisper's Slaney log-mels (0 to 8 kHz). Only the log-mels (the first
+    `num_mel_bins` values of a frame) of real frames change. (B, T, F) -> (B, T, F); `factors` (B,) replace the
+    drawn ones."""
+    B, T, _ = features.shape
+    bins = config.num_mel_bins
+    scale, low = ("slaney", 0.0) if config.encoder_type == "whisper" else ("kaldi", 20.0)
+    nyquist = 8000.0  # the features' 16 kHz
+    centres = _mel_centres(bins, scale, low, nyquist)
+    if factors is None:  # drawn on the CPU, where the positions are computed
+        factors = 1.0 + (2.0 * torch.rand(B, dtype=torch.float64) - 1.0) * config.vtlp_warp
+    knee = 0.8 * nyquist
+    f = torch.from_numpy(centres)[None, :]  # (1, bins)
+    a = torch.as_tensor(factors, dtype=torch.float64)[:, None]
+    source = torch.where(f <= knee, f / a, knee / a + (f - knee) * (nyquist - knee / a) / (nyquist - knee))
+    positions = np.interp(source.numpy(), centres, np.arange(bins, dtype=np.float64))  # fractional bins, clamped
+    positions = torch.from_numpy(positions).to(features.device, torch.float32)  # (B, bins)
+    below = positions.floor().long().clamp(max=bins - 1)
+    above = (below + 1).clamp(max=bins - 1)
+    weight = (positions - below).to(features.dtype)[:, None, :]
+    x = features[..., :bins]
+    gather = lambda index: x.gather(-1, index[:, None, :].expand(B, T, bins))  # noqa: E731
+    warped = gather(below) * (1 - weight) + gather(above) * weight
+    real = lengths_to_mask(lengths, T)[..., None]
+    return torch.cat([torch.where(real, warped, x), features[..., bins:]], dim=-1)
 
 
 class ConvSubsampling(nn.Module):
@@ -530,6 +573,8 @@ class SpeechSeqEncoder(nn.Module):
             )
         lengths = frame_lengths(input_features, attention_mask)
         out_lengths = encoder_lengths(self.config, lengths)
+        if self.training and self.config.vtlp_warp and self.config.input_mode != "waveform":
+            input_features = vtlp(input_features, lengths, self.config)
         if self.training and (self.config.spec_augment_freq_masks or self.config.spec_augment_time_masks):
             input_features = spec_augment(input_features, lengths, self.config)
         T = int(encoder_lengths(self.config, torch.tensor([input_features.shape[1]])))

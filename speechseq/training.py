@@ -146,6 +146,11 @@ class ModelArguments:
     spec_augment_freq_width: int = field(default=27, metadata={"help": "Widest frequency mask, mel bins."})
     spec_augment_time_masks: int = field(default=2, metadata={"help": "SpecAugment time masks (training only)."})
     spec_augment_time_width: int = field(default=40, metadata={"help": "Widest time mask, frames."})
+    vtlp_warp: float = field(
+        default=0.0,
+        metadata={"help": "Vocal-tract-length perturbation (training only): warp each utterance's mel axis by a "
+                  "factor from [1 - w, 1 + w]; 0.1 is usual, 0 turns it off."},
+    )
 
 
 @dataclass
@@ -691,6 +696,7 @@ def build_processor_and_model(model_args: ModelArguments, train_texts):
             spec_augment_freq_width=model_args.spec_augment_freq_width,
             spec_augment_time_masks=model_args.spec_augment_time_masks,
             spec_augment_time_width=model_args.spec_augment_time_width,
+            vtlp_warp=model_args.vtlp_warp,
         )
         if model_args.config_file:
             config = SpeechSeqConfig.from_json_file(model_args.config_file)

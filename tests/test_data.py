@@ -20,7 +20,7 @@ from speechseq.data import (
     prepare_dataset,
 )
 from speechseq.data.sampler import FrameBudgetBatchSampler
-from speechseq.modeling_speechseq import spec_augment
+from speechseq.modeling_speechseq import _mel_centres, spec_augment, vtlp
 
 from conftest import TRANSCRIPTS, tiny_model
 
@@ -198,3 +198,55 @@ def test_sortagrad_goes_shortest_first_in_the_first_epoch_only():
 def test_an_utterance_longer_than_the_frame_budget_is_named():
     with pytest.raises(ValueError, match="utterance 2 has 900 frames, more than max_frames 800"):
         FrameBudgetBatchSampler([100, 200, 900], max_frames=800)
+
+
+@pytest.mark.parametrize("features", ["kaldi", "whisper"])
+def test_vtlp_moves_a_tone_by_its_factor_on_the_features_mel_scale(tokenizer, features):
+    extractor = SpeechSeqFeatureExtractor(features=features, normalization="none")
+    config = tiny_model(tokenizer, vtlp_warp=0.2).config
+    if features == "whisper":  # only the centres' scale matters here: Whisper's Slaney mels from 0 Hz
+        config.encoder_type = "whisper"
+    scale, low = ("slaney", 0.0) if features == "whisper" else ("kaldi", 20.0)
+    centres = _mel_centres(80, scale, low, 8000.0)
+    t = np.arange(16000) / 16000
+    for tone in (1000.0, 2500.0):
+        fbank = torch.from_numpy(extractor(np.sin(2 * np.pi * tone * t).astype(np.float32), sampling_rate=16000,
+                                           return_tensors="np")["input_features"])  # fmt: skip
+        peak = lambda x: centres[x[0, 20:-20].mean(0).argmax()]  # noqa: E731
+        lengths = torch.tensor([fbank.shape[1]])
+        assert abs(peak(fbank) / tone - 1) < 0.04  # a bin's width
+        for factor in (0.85, 0.9, 1.1, 1.2):
+            warped = vtlp(fbank, lengths, config, factors=torch.tensor([factor]))
+            assert abs(peak(warped) / (tone * factor) - 1) < 0.04  # a higher (lower) voice: the tone moves up (down)
+
+
+def test_vtlp_changes_only_real_frames_log_mels_draws_seeded_factors_and_only_in_training(tokenizer):
+    model = tiny_model(tokenizer, input_mode="fusion", vtlp_warp=0.1, dropout=0.0)
+    features = torch.randn(4, 120, 240)
+    lengths = torch.tensor([120, 90, 40, 7])
+    real = torch.arange(120) < lengths[:, None]
+    torch.manual_seed(0)
+    warped = vtlp(features, lengths, model.config)
+    assert torch.isfinite(warped).all()
+    torch.testing.assert_close(warped[~real], features[~real])  # padding untouched
+    torch.testing.assert_close(warped[..., 80:], features[..., 80:])  # waveform samples untouched
+    assert not torch.allclose(warped[real][:, :80], features[real][:, :80])
+    torch.manual_seed(0)
+    torch.testing.assert_close(vtlp(features, lengths, model.config), warped)  # a seed gives the same warps
+    torch.testing.assert_close(vtlp(features, lengths, model.config, factors=torch.ones(4)), features)
+
+    mask = real.long()
+    with torch.no_grad():
+        a = model.model.encoder(features, mask).last_hidden_state
+        model.config.vtlp_warp = 0.0
+        torch.testing.assert_close(model.model.encoder(features, mask).last_hidden_state, a)  # not at evaluation
+        model.train()
+        b = model.model.encoder(features, mask).last_hidden_state
+        model.config.vtlp_warp = 0.1
+        assert not torch.allclose(model.model.encoder(features, mask).last_hidden_state, b)
+
+
+@pytest.mark.parametrize("warp", [-0.1, 0.5, "0.1", True])
+def test_vtlp_warp_out_of_range_is_refused(tokenizer, warp):
+    with pytest.raises(ValueError, match="vtlp_warp"):
+        tiny_model(tokenizer, vtlp_warp=warp)
