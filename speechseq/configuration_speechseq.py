@@ -349,9 +349,9 @@ class SpeechSeqConfig(PretrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        if isinstance(self.vtlp_warp, bool) or not isinstance(self.vtlp_warp, (int, float)) \
-                or not 0.0 <= self.vtlp_warp < 0.5:
-            raise ValueError(f"vtlp_warp must be a number in [0, 0.5) (0.1 warps by 0.9 to 1.1), got {self.vtlp_warp!r}")
+        warp = self.vtlp_warp
+        if isinstance(warp, bool) or not isinstance(warp, (int, float)) or not 0.0 <= warp < 0.5:
+            raise ValueError(f"vtlp_warp must be a number in [0, 0.5) (0.1: factors 0.9 to 1.1), got {warp!r}")
         _require_heads_divide(self, ("encoder_attention_heads", "decoder_attention_heads"))
         _require_fractions(self, ("dropout", "attention_dropout", "activation_dropout", "ctc_weight", "label_smoothing"))
         if self.label_smoothing == 1.0 or self.dropout == 1.0:
