@@ -28,7 +28,7 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.generation.utils import GenerateBeamEncoderDecoderOutput
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.distributed.fsdp import is_fsdp_managed_module
-from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
+from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from .feature_extraction_speechseq import STD_FLOOR
 from .ngram_lm import WordLanguageModel, word_pieces
@@ -741,13 +741,6 @@ def beam_search(
     )
 
 
-def _hidden_states(encoder_outputs) -> torch.Tensor:
-    """The last hidden state of an encoder output given as a `BaseModelOutput`, a tuple or a tensor."""
-    if isinstance(encoder_outputs, torch.Tensor):
-        return encoder_outputs
-    return encoder_outputs[0] if isinstance(encoder_outputs, tuple) else encoder_outputs.last_hidden_state
-
-
 def _everyone_done(done_here: bool, device) -> bool:
     """Whether every process of `torch.distributed` is done (one all-reduce, as transformers' synced_gpus)."""
     flag = torch.tensor(0.0 if done_here else 1.0, device=device)
@@ -1103,8 +1096,6 @@ class SpeechSeqGenerationMixin(GenerationMixin):
             return_token_spans (`bool`, defaults to False): also align each returned sequence with the CTC head
                 (`align`; segment by segment for long recordings) and return a [`SpeechSeqGenerateOutput`] with
                 `token_spans`, from which `timestamp_chunks` makes word or character times.
-            encoder_outputs (`BaseModelOutput` or `tuple`, *optional*): the encoder's output for `input_features`,
-                already computed (as in transformers' `generate`); the features then give only the lengths.
 
         Returns:
             `torch.LongTensor` of shape `(batch * num_return_sequences, tokens)`: `decoder_start_token_id`, the tokens,
@@ -1129,8 +1120,7 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         segment_seconds = kwargs.pop("segment_seconds", None) or getattr(config, "segment_seconds", None) or 20.0
         segment_normalization = kwargs.pop("segment_normalization", None)
         return_token_spans = kwargs.pop("return_token_spans", False)
-        encoder_outputs = kwargs.pop("encoder_outputs", None)
-        if encoder_outputs is None and int(frame_lengths(input_features, attention_mask).max()) * 0.01 > 1.5 * segment_seconds:
+        if int(frame_lengths(input_features, attention_mask).max()) * 0.01 > 1.5 * segment_seconds:
             return self._long_form(input_features, attention_mask, segment_seconds, segment_normalization,
                                    return_token_spans, generation_config=generation_config, decoding=decoding, lm=lm,
                                    ngram_lm=ngram_lm, tokenizer=tokenizer, **kwargs)  # fmt: skip
@@ -1165,15 +1155,13 @@ class SpeechSeqGenerationMixin(GenerationMixin):
             for name in ("num_beams", "num_return_sequences", "length_penalty", "early_stopping", "temperature",
                          "repetition_penalty"):  # fmt: skip
                 kwargs[name] = options[name]
-            if encoder_outputs is not None:
-                kwargs["encoder_outputs"] = encoder_outputs
             output = super().generate(
                 input_features, attention_mask=attention_mask, generation_config=generation_config,
                 max_new_tokens=max_new_tokens, return_dict_in_generate=return_dict, **kwargs,
             )  # fmt: skip
             self._warn_if_cut(output.sequences if return_dict else output, max_new_tokens)
             if return_token_spans:
-                return self._with_token_spans(output, input_features, attention_mask, encoder_outputs)
+                return self._with_token_spans(output, input_features, attention_mask)
             return output
 
         constraints = {name: setting(name, None) for name in _CONSTRAINTS}
@@ -1204,28 +1192,24 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         if constraint.active and max(constraint.min_length - 1, constraint.min_new_tokens) >= max_new_tokens:
             raise ValueError(f"min_new_tokens / min_length ask for more tokens than the {max_new_tokens} allowed")
         extra_scorers = self._word_scorers(ngram_lm, tokenizer, search, decoding)
-        encoded = self._encoded(input_features, attention_mask, encoder_outputs)
         if decoding == "ctc":
-            output = self._ctc_search(*encoded, search, extra_scorers)
+            output = self._ctc_search(input_features, attention_mask, search, extra_scorers)
         else:
             if constraint.active:
                 extra_scorers["constraints"] = constraint
-            output = self._joint_search(*encoded, attention_mask is not None, search,
-                                        self._fusion_lm(lm, search.lm_weight), extra_scorers, synced_gpus)  # fmt: skip
+            output = self._joint_search(input_features, attention_mask, search, self._fusion_lm(lm, search.lm_weight),
+                                        extra_scorers, synced_gpus)  # fmt: skip
         self._warn_if_cut(output.sequences, max_new_tokens)
         if return_token_spans:
-            return self._with_token_spans(output, input_features, attention_mask, encoded[0])
+            return self._with_token_spans(output, input_features, attention_mask)
         return output if return_dict else output.sequences
 
-    def _with_token_spans(self, output, input_features, attention_mask, encoder_outputs=None) -> SpeechSeqGenerateOutput:
+    def _with_token_spans(self, output, input_features, attention_mask) -> SpeechSeqGenerateOutput:
         """`generate()`'s output with `token_spans`: the CTC head's alignment of each returned sequence."""
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
         copies = len(sequences) // len(input_features)  # num_return_sequences
         mask = None if attention_mask is None else attention_mask.repeat_interleave(copies, dim=0)
-        if encoder_outputs is not None:
-            encoder_outputs = _hidden_states(encoder_outputs).repeat_interleave(copies, dim=0)
-        spans = self._align_where_possible(input_features.repeat_interleave(copies, dim=0), sequences, mask,
-                                           encoder_outputs)  # fmt: skip
+        spans = self._align_where_possible(input_features.repeat_interleave(copies, dim=0), sequences, mask)
         return SpeechSeqGenerateOutput(
             sequences=sequences, sequences_scores=getattr(output, "sequences_scores", None),
             scorer_scores=getattr(output, "scorer_scores", None), token_spans=spans,
@@ -1234,14 +1218,13 @@ class SpeechSeqGenerationMixin(GenerationMixin):
     @torch.no_grad()
     def _long_form(self, input_features, attention_mask, segment_seconds: float, segment_normalization=None,
                    return_token_spans: bool = False, tokenizer=None, **generate_kwargs):  # fmt: skip
-        """Recordings longer than 1.5 segments: each is encoded once, in overlapping windows (`_encode_in_windows`),
-        cut at pauses (runs of blanks in its CTC head's best path) into segments of at most `segment_seconds`, the
-        segments of the whole batch are decoded 16 at a time over their share of that encoder output the way the
-        options say (every search and LM), and each recording's segments are joined (a space between them). The
-        decoder never sees more than a segment, so no transcript meets its length limit.
+        """Recordings longer than 1.5 segments: each is cut at pauses (runs of CTC blanks, found by the CTC head over
+        overlapping windows) into segments of at most `segment_seconds`, the segments of the whole batch are decoded
+        16 at a time the way the options say (every search and LM), and each recording's segments are joined (a
+        space between them). The decoder never sees more than a segment, so no transcript meets its length limit.
 
-        `segment_normalization="utterance"` (the pipeline passes its feature extractor's) normalises each window's
-        features over the window, as the model saw sentences in training: mean and variance over minutes of
+        `segment_normalization="utterance"` (the pipeline passes its feature extractor's) normalises each segment's
+        features over the segment, as the model saw sentences in training: mean and variance over minutes of
         recording and pauses are not a sentence's (6 points of CER on the demo's model).
 
         With `return_token_spans`, each segment's transcript is aligned with the segment (`align`) and its frames are
@@ -1250,43 +1233,36 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         if generate_kwargs.get("synced_gpus"):
             raise ValueError("long recordings are decoded in as many segments as they have pauses, which differs from "
                              "process to process: synced_gpus is not supported for them (cut them first)")  # fmt: skip
-        if segment_normalization not in (None, "utterance", "none", "global"):
-            raise ValueError("segment_normalization must be 'utterance', 'global', 'none' or None, got "
-                             f"{segment_normalization!r}")
         lengths = frame_lengths(input_features, attention_mask).tolist()
         config = generate_kwargs.get("generation_config") or self.generation_config
         if (generate_kwargs.get("num_return_sequences") or config.num_return_sequences or 1) > 1:
             raise ValueError("long recordings are decoded segment by segment into one transcript each: "
                              "num_return_sequences must be 1")  # fmt: skip
         reduction = round(self.frame_seconds / 0.01)  # input frames per encoder frame; segments start at multiples
-        pieces = []  # (recording, first encoder frame, the segment's features, its encoder output)
-        for b, n in enumerate(lengths):
-            encoded = self._encode_in_windows(input_features[b, :n], segment_seconds, segment_normalization)
-            for start, end in self._cut_at_pauses(encoded, n, segment_seconds):
-                first, count = start // reduction, int(self._get_feat_extract_output_lengths(torch.tensor(end - start)))
-                states = encoded[first : first + count]
-                if len(states) < count:  # a window's own convolutions may end a frame early at the recording's end
-                    states = torch.cat([states, states[-1:].expand(count - len(states), -1)])
-                pieces.append((b, first, input_features[b, start:end], states))
+        pieces = [(b, start // reduction, input_features[b, start:end])
+                  for b, spans in enumerate(self.long_form_segments(input_features, attention_mask, segment_seconds))
+                  for start, end in spans]  # fmt: skip
+        if segment_normalization == "utterance":  # an utterance's CMVN is affine: exact on features normalised before
+            pieces = [(b, offset, (x - x.mean(0)) / x.std(0, correction=0).clamp(min=STD_FLOOR))
+                      for b, offset, x in pieces]  # fmt: skip
+        elif segment_normalization not in (None, "none", "global"):
+            raise ValueError("segment_normalization must be 'utterance', 'global', 'none' or None, got "
+                             f"{segment_normalization!r}")
         return_dict = generate_kwargs.pop("return_dict_in_generate", None)
         return_dict = return_dict or getattr(config, "return_dict_in_generate", False) or return_token_spans
         generate_kwargs["return_dict_in_generate"] = False
         transcripts = [[] for _ in lengths]  # per recording, per segment: (tokens, spans in the recording's frames)
         specials = {c.decoder_start_token_id, c.eos_token_id, c.pad_token_id}
         for i in range(0, len(pieces), 16):
-            batch = pieces[i : i + 16]
-            mask = torch.zeros(len(batch), max(len(x) for _, _, x, _ in batch), dtype=torch.long,
-                               device=input_features.device)  # fmt: skip
-            for row, (_, _, segment, _) in zip(mask, batch):
+            batch = [segment for _, _, segment in pieces[i : i + 16]]
+            mask = torch.zeros(len(batch), max(map(len, batch)), dtype=torch.long, device=input_features.device)
+            for row, segment in zip(mask, batch):
                 row[: len(segment)] = 1
-            padded = torch.nn.utils.rnn.pad_sequence([x for _, _, x, _ in batch], batch_first=True)
-            encoder_outputs = BaseModelOutput(last_hidden_state=torch.nn.utils.rnn.pad_sequence(
-                [states for _, _, _, states in batch], batch_first=True))  # fmt: skip
-            sequences = self.generate(padded, attention_mask=mask, encoder_outputs=encoder_outputs,
-                                      tokenizer=tokenizer, **generate_kwargs)  # fmt: skip
-            spans = ([[]] * len(batch) if not return_token_spans
-                     else self._align_where_possible(padded, sequences, mask, encoder_outputs))  # fmt: skip
-            for (b, offset, _, _), row, aligned in zip(batch, sequences.tolist(), spans):
+            padded = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True)
+            sequences = self.generate(padded, attention_mask=mask, segment_seconds=float("inf"), tokenizer=tokenizer,
+                                      **generate_kwargs)  # fmt: skip
+            spans = self._align_where_possible(padded, sequences, mask) if return_token_spans else [[]] * len(batch)
+            for (b, offset, _), row, aligned in zip(pieces[i : i + 16], sequences.tolist(), spans):
                 moved = [(token, start + offset, end + offset) for token, start, end in aligned]
                 transcripts[b].append(([t for t in row if t not in specials], moved))
         space = self._space_token(tokenizer)
@@ -1310,53 +1286,32 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         return SpeechSeqGenerateOutput(sequences=sequences, token_spans=joined_spans if return_token_spans else None)
 
     @torch.no_grad()
-    def _encode_in_windows(self, features: torch.Tensor, segment_seconds: float,
-                           normalization: str | None = None) -> torch.Tensor:  # fmt: skip
-        """One recording's `(frames, mel)` features -> its encoder output `(encoder frames, d_model)`, encoded in
-        windows of `segment_seconds` with 2 s of context on each side (normalised over themselves with
-        `normalization="utterance"`), of which each keeps its own frames: every frame hears its surroundings, and
-        memory does not grow with the recording."""
-        c = self.config
-        reduction = round(self.frame_seconds / 0.01)
-        window = max(2, int(segment_seconds / self.frame_seconds)) * reduction  # in input frames (10 ms)
-        context = int(2.0 / 0.01)  # a multiple of every reduction
-        n, parts = len(features), []
-        for start in range(0, n, window):
-            left, right = max(0, start - context), min(n, start + window + context)
-            x = features[left:right]
-            if normalization == "utterance":  # an utterance's CMVN is affine: exact on features normalised before
-                x = (x - x.mean(0)) / x.std(0, correction=0).clamp(min=STD_FLOOR)
-            encoded, _ = self.encode(x[None])
-            first = (start - left) // reduction
-            count = (min(n, start + window) - start + reduction - 1) // reduction
-            parts.append(encoded[0, first : first + count])
-        return torch.cat(parts)
-
-    def _cut_at_pauses(self, encoded: torch.Tensor, n: int, segment_seconds: float,
-                       min_pause: float = 0.35) -> list[tuple[int, int]]:  # fmt: skip
-        """`(start, end)` input frames of segments of at most `segment_seconds` of a recording of `n` frames whose
-        encoder output is `encoded`, cut at every pause of `min_pause` seconds or more and in pauses within longer
-        stretches (`silence_segments` over the CTC head's best path)."""
-        c = self.config
-        reduction = round(self.frame_seconds / 0.01)
-        max_frames = max(2, int(segment_seconds / self.frame_seconds))
-        is_blank = (self.ctc_log_probs(encoded).argmax(-1) == c.blank_token_id).tolist()
-        segments = silence_segments(is_blank, max_frames, min_pause=max(2, round(min_pause / self.frame_seconds)))
-        cuts = [a * reduction for a, _ in segments][1:]  # the last segment runs to the end
-        spans = list(zip([0, *cuts], [*cuts, n]))
-        return [(a, e) for a, e in spans if e - a >= max(1, c.min_input_frames)]
-
-    @torch.no_grad()
     def long_form_segments(self, input_features, attention_mask=None, segment_seconds: float = 20.0,
-                           min_pause: float = 0.35, segment_normalization: str | None = None) -> list:  # fmt: skip
+                           min_pause: float = 0.35) -> list:  # fmt: skip
         """Where `generate()` cuts long recordings: per recording, `(start, end)` input frames of segments of at most
         `segment_seconds`, cut at every pause of `min_pause` seconds or more and in pauses within longer stretches
         (`silence_segments` over the CTC head's best path, computed over windows of `segment_seconds` with 2 s of
         context on each side, so that every frame hears its surroundings and memory does not grow with the
         recording)."""
-        return [self._cut_at_pauses(self._encode_in_windows(input_features[b, :n], segment_seconds,
-                                                            segment_normalization), n, segment_seconds, min_pause)
-                for b, n in enumerate(frame_lengths(input_features, attention_mask).tolist())]  # fmt: skip
+        c = self.config
+        reduction = 2 if c.encoder_type == "whisper" else c.subsampling_factor
+        max_frames = max(2, int(segment_seconds / self.frame_seconds))
+        window, context = max_frames * reduction, int(2.0 / 0.01)  # in input frames (10 ms)
+        all_spans = []
+        for b, n in enumerate(frame_lengths(input_features, attention_mask).tolist()):
+            is_blank = []
+            for start in range(0, n, window):
+                left, right = max(0, start - context), min(n, start + window + context)
+                encoded, _ = self.encode(input_features[b : b + 1, left:right])
+                best = self.ctc_log_probs(encoded)[0].argmax(-1)
+                first = (start - left) // reduction
+                count = (min(n, start + window) - start + reduction - 1) // reduction
+                is_blank += (best[first : first + count] == c.blank_token_id).tolist()
+            segments = silence_segments(is_blank, max_frames, min_pause=max(2, round(min_pause / self.frame_seconds)))
+            cuts = [a * reduction for a, _ in segments][1:]  # the last segment runs to the end
+            spans = list(zip([0, *cuts], [*cuts, n]))
+            all_spans.append([(a, e) for a, e in spans if e - a >= max(1, c.min_input_frames)])
+        return all_spans
 
     def _space_token(self, tokenizer) -> int | None:
         """The token between two words of a character tokenizer (None for BPE, whose pieces start words)."""
@@ -1407,8 +1362,7 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         return scorers
 
     @torch.no_grad()
-    def align(self, input_features, labels, attention_mask=None,
-              encoder_outputs=None) -> list[list[tuple[int, int, int]]]:  # fmt: skip
+    def align(self, input_features, labels, attention_mask=None) -> list[list[tuple[int, int, int]]]:
         """Where each token of known transcripts is spoken: the CTC head's Viterbi alignment (`ctc_forced_align`).
 
         Args:
@@ -1416,7 +1370,6 @@ class SpeechSeqGenerationMixin(GenerationMixin):
                 `generate`.
             labels (`torch.LongTensor` of shape `(batch, tokens)`): the transcripts, as the processor gives them
                 (`[EOS]`, padding and -100 are skipped).
-            encoder_outputs (*optional*): the encoder's output for `input_features`, if already computed.
 
         Returns:
             per utterance, `(token_id, start_frame, end_frame)` of each token in encoder frames (end exclusive; one
@@ -1430,7 +1383,7 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         padded = torch.zeros(len(transcripts), max(1, int(label_lengths.max())), dtype=torch.long, device=labels.device)
         for row, transcript in zip(padded, transcripts):
             row[: len(transcript)] = transcript
-        encoder_hidden_states, lengths = self._encoded(input_features, attention_mask, encoder_outputs)
+        encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
         positions, _ = ctc_forced_align(self.ctc_log_probs(encoder_hidden_states), lengths, padded, label_lengths,
                                         c.blank_token_id)  # fmt: skip
         spans = []
@@ -1444,33 +1397,23 @@ class SpeechSeqGenerationMixin(GenerationMixin):
             spans.append([(int(token), int(a), int(b)) for token, a, b in zip(transcript, starts, ends)])
         return spans
 
-    def _align_where_possible(self, input_features, sequences, attention_mask,
-                              encoder_outputs=None) -> list[list[tuple[int, int, int]]]:  # fmt: skip
+    def _align_where_possible(self, input_features, sequences, attention_mask) -> list[list[tuple[int, int, int]]]:
         """`align` for decoded sequences: a transcript the CTC head cannot align (more labels than the audio has
         frames for) gets no spans and a warning, and the rest of the batch keeps theirs."""
-        states = None if encoder_outputs is None else _hidden_states(encoder_outputs)
         try:
-            return self.align(input_features, sequences, attention_mask, states)
+            return self.align(input_features, sequences, attention_mask)
         except ValueError:
             spans, failed = [], []
             for i in range(len(sequences)):
                 try:
                     mask = None if attention_mask is None else attention_mask[i : i + 1]
-                    row = None if states is None else states[i : i + 1]
-                    spans += self.align(input_features[i : i + 1], sequences[i : i + 1], mask, row)
+                    spans += self.align(input_features[i : i + 1], sequences[i : i + 1], mask)
                 except ValueError:
                     spans.append([])
                     failed.append(i)
             logger.warning("no timestamps for transcripts %s of this batch: longer than the CTC head can align with "
                            "their audio", failed)  # fmt: skip
             return spans
-
-    def _encoded(self, input_features, attention_mask, encoder_outputs=None) -> tuple[torch.Tensor, torch.LongTensor]:
-        """`encode`, or the encoder output already computed for these features (lengths from the features)."""
-        if encoder_outputs is None:
-            return self.encode(input_features, attention_mask)
-        lengths = self._get_feat_extract_output_lengths(frame_lengths(input_features, attention_mask))
-        return _hidden_states(encoder_outputs), lengths
 
     @property
     def frame_seconds(self) -> float:
@@ -1510,12 +1453,11 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         return lm.to(self.device).eval()
 
     @torch.no_grad()
-    def _joint_search(self, encoder_hidden_states, lengths, padded: bool, options: BeamSearchOptions, lm,
-                      extra_scorers: dict, synced_gpus: bool = False) -> SpeechSeqGenerateOutput:  # fmt: skip
-        """The attention decoder's beam search over the encoder's output (`lengths` real frames; `padded`: the
-        decoder must mask the rest), fused with the scorers the options ask for."""
+    def _joint_search(self, input_features, attention_mask, options: BeamSearchOptions, lm, extra_scorers: dict,
+                      synced_gpus: bool = False) -> SpeechSeqGenerateOutput:  # fmt: skip
+        encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
         T = encoder_hidden_states.shape[1]
-        encoder_mask = lengths_to_mask(lengths, T) if padded else None
+        encoder_mask = None if attention_mask is None else lengths_to_mask(lengths, T)
         c = self.config
         scorers = {"decoder": DecoderScorer(self, encoder_hidden_states, encoder_mask, options.repetition_penalty)}
         weights = {"decoder": 1.0 - options.ctc_weight, "ctc": options.ctc_weight, "lm": options.lm_weight,
@@ -1541,11 +1483,11 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         )
 
     @torch.no_grad()
-    def _ctc_search(self, encoder_hidden_states, lengths, options: BeamSearchOptions,
+    def _ctc_search(self, input_features, attention_mask, options: BeamSearchOptions,
                     words: dict) -> SpeechSeqGenerateOutput:  # fmt: skip
-        """The CTC head alone over the encoder's output (`lengths` real frames): the best path (one beam, no n-gram
-        LM; repeats merged, blanks dropped) or prefix beam search (with the n-gram LM and word bonus when `words` has
-        them)."""
+        """The CTC head alone: the best path (one beam, no n-gram LM; repeats merged, blanks dropped) or prefix beam
+        search (with the n-gram LM and word bonus when `words` has them)."""
+        encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
         log_probs = self.ctc_log_probs(encoder_hidden_states)
         c = self.config
         if options.num_beams == 1 and not words:
