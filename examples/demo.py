@@ -59,8 +59,8 @@ FRAMES_PER_BATCH = 4600
 # silence, and a model that never heard a noise floor hears words in it); at 8 minutes it cost 4 points (README,
 # "A cheaper step and a better recipe")
 AUGMENTATION = {"noise_probability": 0.5}
-# and SpecAugment's frequency masks (two of up to 15 mel bins; no time masks): 3.2 points lower test_unseen CER at
-# the demo's 17 minutes than noise alone (README, "A cheaper step and a better recipe")
+# and SpecAugment's frequency masks (two of up to 15 mel bins; no time masks): 1.9-3.2 points lower test_unseen CER at
+# the demo's 17 minutes than noise alone, in two runs (README, "A cheaper step and a better recipe")
 FREQUENCY_MASKS = ["--spec_augment_freq_masks", "2", "--spec_augment_freq_width", "15"]
 # With --pretrained_encoder: the whisper-tiny preset (a Whisper tiny encoder, two speechseq layers, a decoder of two,
 # d 256) with the from-scratch model's head settings, all of it trained, the pretrained encoder at a fifth of the

@@ -177,7 +177,7 @@ def vtlp(features: torch.Tensor, lengths: torch.Tensor, config: SpeechSeqConfig,
         factors = 1.0 + (2.0 * torch.rand(B, dtype=torch.float64) - 1.0) * config.vtlp_warp
     knee = 0.8 * nyquist
     f = torch.from_numpy(centres)[None, :]  # (1, bins)
-    a = torch.as_tensor(factors, dtype=torch.float64)[:, None]
+    a = torch.as_tensor(factors, dtype=torch.float64).cpu()[:, None]
     source = torch.where(f <= knee, f / a, knee / a + (f - knee) * (nyquist - knee / a) / (nyquist - knee))
     positions = np.interp(source.numpy(), centres, np.arange(bins, dtype=np.float64))  # fractional bins, clamped
     positions = torch.from_numpy(positions).to(features.device, torch.float32)  # (B, bins)
