@@ -1155,9 +1155,13 @@ class SpeechSeqGenerationMixin(GenerationMixin):
             for name in ("num_beams", "num_return_sequences", "length_penalty", "early_stopping", "temperature",
                          "repetition_penalty"):  # fmt: skip
                 kwargs[name] = options[name]
+            # The cap as a total length (the decoder's prompt included), max_new_tokens unset: transformers warns
+            # when both are set, as they are for every model whose saved generation config has a max_length.
+            prompt = kwargs.get("decoder_input_ids")
+            kwargs["max_length"] = max_new_tokens + (1 if prompt is None else prompt.shape[-1])
             output = super().generate(
                 input_features, attention_mask=attention_mask, generation_config=generation_config,
-                max_new_tokens=max_new_tokens, return_dict_in_generate=return_dict, **kwargs,
+                max_new_tokens=None, return_dict_in_generate=return_dict, **kwargs,
             )  # fmt: skip
             self._warn_if_cut(output.sequences if return_dict else output, max_new_tokens)
             if return_token_spans:

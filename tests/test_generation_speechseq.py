@@ -601,6 +601,25 @@ def test_a_transcript_cut_at_the_length_limit_is_reported(tokenizer, caplog, opt
         assert "reached the limit" not in caplog.text
 
 
+def test_greedy_search_on_a_model_that_saved_a_max_length_keeps_the_console_quiet(tokenizer, caplog):
+    """`speechseq-train` saves `generation_config.max_length`; transformers warns for every batch when a call then
+    sets `max_new_tokens` too (the demo's console had 26 such lines). The caps still hold: the saved max_length
+    and the audio's frame bound."""
+    import logging
+
+    model = tiny_model(tokenizer, seed=0)
+    model.generation_config.max_length = 448
+    features = torch.randn(2, 100, 80)
+    frames = int(model._get_feat_extract_output_lengths(torch.tensor(100)))
+    with caplog.at_level(logging.WARNING):
+        out = model.generate(features)
+        assert out.shape[1] <= frames + 2  # the start token, a token a frame, [EOS]
+        model.generation_config.max_length = 4
+        assert model.generate(features).shape[1] <= 4
+        assert model.generate(features, max_new_tokens=2).shape[1] <= 3
+    assert "seem to have been set" not in caplog.text
+
+
 # --- several processes ---------------------------------------------------------------------------------------------
 
 
