@@ -62,6 +62,9 @@ class Variant:
 # a cheaper front end: the second 3x3 convolution of 64 maps was a third of the demo model's training step
 FRONT_32 = {"subsampling_channels": 32}
 FRAMES = ("--max_frames_per_batch", "4600", "--sortagrad")
+# the demo's regularisers: noise on half the utterances, two frequency masks of up to 15 mel bins
+NOISE = ("--augmentation", json.dumps({"noise_probability": 0.5}))
+FREQ_MASKS = ("--spec_augment_freq_masks", "2", "--spec_augment_freq_width", "15")
 # the demo's head and decoder settings over the whisper-tiny preset
 WHISPER = {"ctc_weight": 0.6, "dropout": 0.05, "position_embedding": "rotary"}
 WHISPER_384 = {"d_model": 384, "encoder_attention_heads": 6, "decoder_attention_heads": 6, "encoder_ffn_dim": 1536,
@@ -78,29 +81,26 @@ VARIANTS = {
     # additive noise alone (white or pink, 10-30 dB SNR, half the utterances): no resampling, so a cheap step; for
     # the quiet noise of real rooms, which the corpus's TTS (digital silence) never has
     "transformer+front32+frames+noise": Variant(config=FRONT_32, flags=(
-        *FRAMES, "--augmentation", json.dumps({"noise_probability": 0.5}))),
+        *FRAMES, *NOISE)),
     # the same at 20-40 dB: the noise floor of a quiet room rather than a noisy one
     "transformer+front32+frames+quiet_noise": Variant(config=FRONT_32, flags=(
         *FRAMES, "--augmentation", json.dumps({"noise_probability": 0.5, "noise_snr_db": [20, 40]}))),
     # the demo's recipe since 2026-12-02 (noise), with vocal-tract-length perturbation (factors 0.9 to 1.1): voices
     # the corpus lacks, made from the ones it has, at no cost to the step (it warps features in the model)
     "transformer+front32+frames+noise+vtlp": Variant(config={**FRONT_32, "vtlp_warp": 0.1}, flags=(
-        *FRAMES, "--augmentation", json.dumps({"noise_probability": 0.5}))),
+        *FRAMES, *NOISE)),
     # and SpecAugment's frequency masks (two of up to 15 mel bins; time masks not tried)
     "transformer+front32+frames+noise+vtlp+freq_masks": Variant(config={**FRONT_32, "vtlp_warp": 0.1}, flags=(
-        *FRAMES, "--augmentation", json.dumps({"noise_probability": 0.5}), "--spec_augment_freq_masks", "2",
-        "--spec_augment_freq_width", "15")),
+        *FRAMES, *NOISE, *FREQ_MASKS)),
     # the demo's recipe (noise, frequency masks) in a wider and deeper model (d 192, 8 encoder layers: 4.9M
     # parameters against 2.3M): on a machine where the demo's model reaches its floor (dev CER flat over its last 6
     # of 17 minutes)
     "transformer-d192x8+front32+frames+noise+freq_masks": Variant(
         config={**FRONT_32, "d_model": 192, "encoder_layers": 8, "encoder_ffn_dim": 768, "decoder_ffn_dim": 768},
-        flags=(*FRAMES, "--augmentation", json.dumps({"noise_probability": 0.5}), "--spec_augment_freq_masks", "2",
-               "--spec_augment_freq_width", "15")),
+        flags=(*FRAMES, *NOISE, *FREQ_MASKS)),
     # the frequency masks without VTLP: which of the two pays
     "transformer+front32+frames+noise+freq_masks": Variant(config=FRONT_32, flags=(
-        *FRAMES, "--augmentation", json.dumps({"noise_probability": 0.5}), "--spec_augment_freq_masks", "2",
-        "--spec_augment_freq_width", "15")),
+        *FRAMES, *NOISE, *FREQ_MASKS)),
     "conformer": Variant(config=CONFORMER),
     # a Conformer as cheap as a Transformer block: two half-step feed-forwards of half the width (together the
     # Transformer's one), with the demo's front end and frame batches
@@ -127,6 +127,12 @@ VARIANTS = {
     "whisper-256-all-ctc0.8": Variant(preset="whisper-tiny", config={**WHISPER, "ctc_weight": 0.8},
                                       pretrained_encoder=True,
                                       flags=("--learning_rates", json.dumps({"model.encoder.whisper": 2e-4}), *FRAMES)),
+    # the from-scratch road's regularisers on the Whisper road: SpecAugment's frequency masks (zeros, as transformers'
+    # Whisper fills its own masks), then the demo's noise too
+    "whisper-256-all+freq_masks": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True, flags=(
+        "--learning_rates", json.dumps({"model.encoder.whisper": 2e-4}), *FRAMES, *FREQ_MASKS)),
+    "whisper-256-all+noise+freq_masks": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True, flags=(
+        "--learning_rates", json.dumps({"model.encoder.whisper": 2e-4}), *FRAMES, *NOISE, *FREQ_MASKS)),
 }
 
 
