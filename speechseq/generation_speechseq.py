@@ -1116,6 +1116,11 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         """
         if input_features is None:  # transformers' own name for the main input, as in `generate(inputs=features)`
             input_features = kwargs.pop("inputs", None)
+        if input_features is None or input_features.dim() != 3 or input_features.shape[0] == 0:
+            raise ValueError(
+                "generate() takes input_features of shape (batch, frames, features) with at least one utterance, got "
+                f"{None if input_features is None else tuple(input_features.shape)}"
+            )
         config = generation_config or self.generation_config
         segment_seconds = kwargs.pop("segment_seconds", None) or getattr(config, "segment_seconds", None) or 20.0
         segment_normalization = kwargs.pop("segment_normalization", None)

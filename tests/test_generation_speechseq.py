@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -218,6 +219,13 @@ def test_options_speechseq_searches_cannot_honour_are_refused():
     model.generation_config.suppress_tokens = [5]  # in the config: refused with the CTC head too, not dropped
     with pytest.raises(ValueError, match="suppress_tokens"):
         model.generate(x, attention_mask=mask, decoding="ctc")
+
+
+@pytest.mark.parametrize("shape", [(0, 64, 80), (64, 80), None], ids=["empty batch", "no batch axis", "none"])
+def test_input_without_an_utterance_is_refused_with_its_shape(shape):
+    model = _small(0)
+    with pytest.raises(ValueError, match=re.escape(f"at least one utterance, got {None if shape is None else shape}")):
+        model.generate(None if shape is None else torch.zeros(shape))
 
 
 def test_temperature_is_ignored_without_sampling_as_in_transformers(caplog):
