@@ -101,6 +101,13 @@ VARIANTS = {
     # the frequency masks without VTLP: which of the two pays
     "transformer+front32+frames+noise+freq_masks": Variant(config=FRONT_32, flags=(
         *FRAMES, *NOISE, *FREQ_MASKS)),
+    # and SpecAugment's time masks: two of up to 40 frames (the config's default width; never more than a fifth
+    # of an utterance)
+    "transformer+front32+frames+noise+freq_masks+time_masks": Variant(config=FRONT_32, flags=(
+        *FRAMES, *NOISE, *FREQ_MASKS, "--spec_augment_time_masks", "2", "--spec_augment_time_width", "40")),
+    # the demo's recipe with more of the loss on the CTC head (0.8 rather than 0.6), the head greedy decoding reads
+    "transformer+front32+frames+noise+freq_masks+ctc0.8": Variant(config={**FRONT_32, "ctc_weight": 0.8}, flags=(
+        *FRAMES, *NOISE, *FREQ_MASKS)),
     "conformer": Variant(config=CONFORMER),
     # a Conformer as cheap as a Transformer block: two half-step feed-forwards of half the width (together the
     # Transformer's one), with the demo's front end and frame batches
