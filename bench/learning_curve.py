@@ -105,6 +105,9 @@ VARIANTS = {
     # of an utterance)
     "transformer+front32+frames+noise+freq_masks+time_masks": Variant(config=FRONT_32, flags=(
         *FRAMES, *NOISE, *FREQ_MASKS, "--spec_augment_time_masks", "2", "--spec_augment_time_width", "40")),
+    # wider frequency masks: up to 27 mel bins (SpecAugment's LibriSpeech policy, the config's default) rather than 15
+    "transformer+front32+frames+noise+freq_masks27": Variant(config=FRONT_32, flags=(
+        *FRAMES, *NOISE, "--spec_augment_freq_masks", "2", "--spec_augment_freq_width", "27")),
     # the demo's recipe with more of the loss on the CTC head (0.8 rather than 0.6), the head greedy decoding reads
     "transformer+front32+frames+noise+freq_masks+ctc0.8": Variant(config={**FRONT_32, "ctc_weight": 0.8}, flags=(
         *FRAMES, *NOISE, *FREQ_MASKS)),
