@@ -625,6 +625,8 @@ def test_greedy_search_on_a_model_that_saved_a_max_length_keeps_the_console_quie
         model.generation_config.max_length = 4
         assert model.generate(features).shape[1] <= 4
         assert model.generate(features, max_new_tokens=2).shape[1] <= 3
+        model.generation_config.max_new_tokens = 2  # a saved max_new_tokens wins over a saved max_length
+        assert model.generate(features).shape[1] <= 3
     assert "seem to have been set" not in caplog.text
 
 
