@@ -112,8 +112,8 @@ VARIANTS = {
     "transformer+front32+frames+noise+freq_masks+ctc0.8": Variant(config={**FRONT_32, "ctc_weight": 0.8}, flags=(
         *FRAMES, *NOISE, *FREQ_MASKS)),
     # and Kaldi's speed perturbation (0.9 / 1.0 / 1.1, resampled with soxr: tempo and pitch move together): speaking
-    # rates and voices the corpus lacks, at little cost to the step (reverberation and band-limits made the
-    # `augmentation` variant's step slow, not the resampling)
+    # rates and voices the corpus lacks; measured at 17 minutes: the resampling in the dataloader worker made the
+    # step 25% slower and CER 3-5 points higher (README, the demo section)
     "transformer+front32+frames+noise+freq_masks+speed": Variant(config=FRONT_32, flags=(
         *FRAMES, "--augmentation", json.dumps({"noise_probability": 0.5, "speed_factors": [0.9, 1.0, 1.1]}),
         *FREQ_MASKS)),
