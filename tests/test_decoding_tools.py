@@ -120,8 +120,9 @@ def test_a_tuned_fusion_lm_travels_with_the_model_directory(trained_dir, signals
 def test_the_demo_script_loads_and_its_decodings_name_their_models():
     import demo  # its constants are read at import: a name used before it is defined fails here, not after training
 
-    decodings = demo.decodings(Path("lm"), Path("ngram/lm.arpa"), demo.WHISPER_BEAM)
-    assert decodings["beam 10 + CTC + LM"]["lm"] == "lm"
+    decodings = demo.decodings(Path("ngram/lm.arpa"))
+    assert "beam 10 + CTC + LM" not in decodings  # the character LM only with --lm_steps
+    assert demo.decodings(Path("ngram/lm.arpa"), Path("lm"))["beam 10 + CTC + LM"]["lm"] == "lm"
     assert decodings["beam 10 + CTC + n-gram"]["ngram_lm"] == str(Path("ngram/lm.arpa"))
     assert decodings["beam 10 + CTC"]["ctc_weight"] == 0.6
     assert {demo._key(name) for name in decodings} >= {"beam10_ctc_ngram", "ctc_beam10_ngram", "greedy_ctc"}
