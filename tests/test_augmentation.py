@@ -67,10 +67,40 @@ def test_only_the_training_batches_are_augmented(processor, tokenizer, signals, 
     assert not torch.allclose(next(iter(trainer.get_train_dataloader()))["input_features"], expected)
 
 
+def test_joining_makes_pairs_of_neighbours_with_a_pause_and_both_transcripts(signals):
+    waveforms, texts = [signals[0], signals[1], signals[0][:8000]], ["one", "two", "three"]
+    joiner = SpeechAugmentation(join_probability=1.0, join_pause_seconds=(0.25, 0.5))
+    joined, joined_texts = joiner.join(waveforms, texts, np.random.default_rng(0))
+    assert joined_texts == ["one two", "three"]  # the odd one out stays alone
+    pause = len(joined[0]) - 32000
+    assert 4000 <= pause <= 8000 and np.array_equal(joined[1], waveforms[2])
+    assert np.array_equal(joined[0][:16000], signals[0]) and np.array_equal(joined[0][-16000:], signals[1])
+    assert not joined[0][16000 : 16000 + pause].any()  # digital silence: the noise, if asked for, comes after
+    rng, untouched = np.random.default_rng(0), np.random.default_rng(0)
+    assert SpeechAugmentation(noise_probability=1.0).join(waveforms, texts, rng) == (waveforms, texts)
+    assert rng.random() == untouched.random()  # off, it draws nothing: seeds give the batches they gave before
+    half = SpeechAugmentation(join_probability=0.5)
+    sizes = [len(half.join(waveforms * 2, texts * 2, np.random.default_rng(seed))[1]) for seed in range(40)]
+    assert set(sizes) == {3, 6} and 10 < sizes.count(3) < 30  # a whole batch joined, or none of it
+
+
+def test_the_collator_joins_labelled_pairs_and_tokenizes_both_transcripts(processor, tokenizer, signals):
+    rows = list(signals_dataset(signals, ["hello world", "good morning"]))
+    batch = SpeechSeqDataCollator(processor, augmentation=SpeechAugmentation(join_probability=1.0), seed=0)(rows)
+    assert batch["input_features"].shape[0] == 1 and batch["attention_mask"].sum() >= 2 * 100 + 10
+    assert tokenizer.decode(batch["labels"][0][batch["labels"][0] != -100], skip_special_tokens=True) == \
+        "hello world good morning"
+    unlabelled = SpeechSeqDataCollator(processor, augmentation=SpeechAugmentation(join_probability=1.0))(
+        list(signals_dataset(signals, ["", ""])))  # fmt: skip
+    assert unlabelled["input_features"].shape[0] == 2  # nothing to join the transcripts of: left as they are
+
+
 @pytest.mark.parametrize(
     "options,message",
     [(dict(speed_factors=(0.3,)), "speed_factors"), (dict(noise_probability=1.5), "noise_probability"),
-     (dict(noise_snr_db=(30, 10)), "noise_snr_db"), (dict(reverb_probability=-0.1), "reverb_probability")],
+     (dict(noise_snr_db=(30, 10)), "noise_snr_db"), (dict(reverb_probability=-0.1), "reverb_probability"),
+     (dict(join_probability=2.0), "join_probability"), (dict(join_pause_seconds=(-0.1, 0.5)), "join_pause_seconds"),
+     (dict(join_pause_seconds=(1.0,)), "join_pause_seconds")],
 )  # fmt: skip
 def test_bad_options_are_refused(options, message):
     with pytest.raises(ValueError, match=message):

@@ -7,10 +7,14 @@ batches again:
 - additive noise at a random signal-to-noise ratio: white or pink (1/f) noise, made here (no noise corpus ships);
 - band-limiting: a telephone channel (300-3400 Hz) or a 7 kHz wide-band codec, as an FFT brick-wall filter;
 - reverberation: a synthetic room (exponentially decaying noise, RT60 0.2-0.7 s, after a direct path), the tail cut
-  at the utterance's end.
+  at the utterance's end;
+- joining: a batch's utterances joined in pairs of neighbours, a pause between the two and their transcripts joined by
+  a space, so that a model trained on a corpus of single sentences also hears what a long recording's segments hold
+  (several sentences, pauses inside); batches are grouped by length, so a joined batch pads about as many frames
+  (the whole batch is joined or none of it: half of it joined would pad the single utterances to the pairs).
 
 Written here rather than taken from torchaudio or audiomentations: torchaudio cannot be installed beside torch 2.13
-on these machines, and the four transforms are a few lines of numpy and soxr each.
+on these machines, and the transforms are a few lines of numpy and soxr each.
 """
 
 from dataclasses import dataclass
@@ -26,7 +30,7 @@ BANDS = {"telephone": (300.0, 3400.0), "wideband": (50.0, 7000.0)}
 
 @dataclass(frozen=True)
 class SpeechAugmentation:
-    """What to do to each training waveform (16 kHz, float). Probabilities are per utterance.
+    """What to do to each training waveform (16 kHz, float). Probabilities are per utterance (joining's: per batch).
 
     Args:
         speed_factors (`tuple[float, ...]`, defaults to `()`): one is drawn per utterance (1.0 leaves it); Kaldi's
@@ -36,6 +40,10 @@ class SpeechAugmentation:
         band_limit_probability (`float`, defaults to 0): how often a channel's band (`"telephone"` or `"wideband"`,
             equally likely) is imposed.
         reverb_probability (`float`, defaults to 0): how often the utterance is reverberated.
+        join_probability (`float`, defaults to 0): how often a batch's utterances are joined in pairs
+            ([`~SpeechAugmentation.join`]), before the other transforms (so noise fills the pause too).
+        join_pause_seconds (`tuple[float, float]`, defaults to `(0.1, 1.0)`): the range the pause's length (digital
+            silence) is drawn from.
     """
 
     speed_factors: tuple[float, ...] = ()
@@ -43,17 +51,41 @@ class SpeechAugmentation:
     noise_snr_db: tuple[float, float] = (10.0, 30.0)
     band_limit_probability: float = 0.0
     reverb_probability: float = 0.0
+    join_probability: float = 0.0
+    join_pause_seconds: tuple[float, float] = (0.1, 1.0)
 
     def __post_init__(self):
         object.__setattr__(self, "speed_factors", tuple(float(f) for f in self.speed_factors))
         object.__setattr__(self, "noise_snr_db", tuple(float(x) for x in self.noise_snr_db))
+        object.__setattr__(self, "join_pause_seconds", tuple(float(x) for x in self.join_pause_seconds))
         if any(not 0.5 <= f <= 2.0 for f in self.speed_factors):
             raise ValueError(f"speed_factors must lie in [0.5, 2], got {self.speed_factors}")
-        for name in ("noise_probability", "band_limit_probability", "reverb_probability"):
+        for name in ("noise_probability", "band_limit_probability", "reverb_probability", "join_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if len(self.noise_snr_db) != 2 or self.noise_snr_db[0] > self.noise_snr_db[1]:
             raise ValueError(f"noise_snr_db must be (low, high) with low <= high, got {self.noise_snr_db}")
+        pause = self.join_pause_seconds
+        if len(pause) != 2 or not 0 <= pause[0] <= pause[1]:
+            raise ValueError(f"join_pause_seconds must be (low, high) with 0 <= low <= high, got {pause}")
+
+    def join(
+        self, waveforms: list[np.ndarray], texts: list[str], rng: np.random.Generator
+    ) -> tuple[list[np.ndarray], list[str]]:
+        """`(waveforms, texts)`, with probability `join_probability` joined in pairs of neighbours (the first and
+        second, the third and fourth, ...; an odd last one stays alone): the first waveform, a pause of silence, the
+        second; their transcripts with a space. Draws nothing from `rng` when `join_probability` is 0."""
+        if not self.join_probability or rng.random() >= self.join_probability:
+            return list(waveforms), list(texts)
+        joined_waveforms, joined_texts = [], []
+        for i in range(0, len(waveforms) - 1, 2):
+            pause = np.zeros(round(rng.uniform(*self.join_pause_seconds) * SAMPLING_RATE), dtype=np.float32)
+            joined_waveforms.append(np.concatenate([waveforms[i], pause, waveforms[i + 1]]).astype(np.float32))
+            joined_texts.append(f"{texts[i]} {texts[i + 1]}")
+        if len(waveforms) % 2:
+            joined_waveforms.append(waveforms[-1])
+            joined_texts.append(texts[-1])
+        return joined_waveforms, joined_texts
 
     def __call__(self, waveform: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One augmented copy of `waveform` (1-D float32, 16 kHz): finite, as long as the input but for speed."""

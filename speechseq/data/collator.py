@@ -20,8 +20,8 @@ class SpeechSeqDataCollator:
     per CPU-second, and SpecAugment (in the model, while training) sees fresh features each epoch.
 
     With `augmentation` (the training collator only: `SpeechSeqTrainer(train_data_collator=...)`), each waveform is
-    augmented first, from a generator seeded by `seed`, the dataloader worker and the batch's number in that worker,
-    so that a seed gives the same batches again.
+    augmented first (and a labelled batch's may be joined in pairs), from a generator seeded by `seed`, the
+    dataloader worker and the batch's number in that worker, so that a seed gives the same batches again.
 
     Returns a [`BatchFeature`] of `input_features` (B, T, 80), `attention_mask` (B, T) and, when every row has a
     transcript, `labels` (B, L) padded with -100.
@@ -45,6 +45,8 @@ class SpeechSeqDataCollator:
                 raise ValueError("waveform augmentation needs audio rows, not precomputed filterbanks")
             worker = torch.utils.data.get_worker_info()
             rng = np.random.default_rng([self.seed, worker.id if worker else 0, self._batches])
+            if all(texts):  # pairs are joined with their transcripts, so only in labelled batches
+                arrays, texts = self.augmentation.join(arrays, texts, rng)
             arrays = [self.augmentation(x, rng) for x in arrays]
         self._batches += 1
         key = {"audio": "audio", "fbank": "input_features"}[kinds.pop()]
