@@ -319,7 +319,12 @@ class SpeechSeqTrainer(Seq2SeqTrainer):
         return self.accelerator.prepare(loader)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        ctc_only = inputs.pop("ctc_only", False)  # a joined batch, for the CTC head alone (`join_ctc_only`)
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if ctc_only and outputs.get("attention_loss") is not None:
+            # the model computes its own loss (`accepts_loss_kwargs = False`: the Trainer leaves it unscaled), so
+            # this takes the decoder's share out exactly: its gradients are zeros, not missing, as DDP needs
+            loss = loss - (1 - self.accelerator.unwrap_model(model).config.ctc_weight) * outputs["attention_loss"]
         if model.training:
             for name in self.LOSS_PARTS:
                 value = outputs.get(name) if isinstance(outputs, dict) else None
@@ -885,6 +890,9 @@ def main(argv=None):
     train_collator = None
     if data_args.augmentation:
         augmentation = SpeechAugmentation(**json.loads(data_args.augmentation))
+        if augmentation.join_ctc_only and not model.config.ctc_weight:
+            raise ValueError("--augmentation's join_ctc_only trains joined batches through the CTC head alone, and "
+                             "the model has none (ctc_weight 0)")
         train_collator = SpeechSeqDataCollator(processor, augmentation=augmentation, seed=training_args.seed)
     if training_args.schedule_by_time and not training_args.max_train_minutes:
         raise ValueError("--schedule_by_time runs the learning-rate schedule on the clock of --max_train_minutes: "

@@ -95,6 +95,35 @@ def test_the_collator_joins_labelled_pairs_and_tokenizes_both_transcripts(proces
     assert unlabelled["input_features"].shape[0] == 2  # nothing to join the transcripts of: left as they are
 
 
+def test_joined_batches_for_the_ctc_head_alone(processor, tokenizer, signals, tmp_path):
+    rows = list(signals_dataset(signals, ["hello world", "good morning"]))
+    joiner = SpeechAugmentation(join_probability=1.0, join_ctc_only=True)
+    batch = SpeechSeqDataCollator(processor, augmentation=joiner, seed=0)(rows)
+    assert batch["ctc_only"] is True and batch["input_features"].shape[0] == 1
+    single = SpeechSeqDataCollator(processor, augmentation=joiner, seed=0)(rows[:1])  # nothing to join: both heads
+    assert "ctc_only" not in single
+    assert "ctc_only" not in SpeechSeqDataCollator(processor, augmentation=SpeechAugmentation(join_probability=1.0))(rows)
+
+    model = tiny_model(tokenizer, encoder_layers=3, decoder_layers=2, d_model=96, ctc_weight=0.4).train()
+    trainer = SpeechSeqTrainer(model=model, args=Seq2SeqTrainingArguments(tmp_path, use_cpu=True, report_to="none"))
+    inputs = {key: value for key, value in batch.items() if key != "ctc_only"}
+    torch.manual_seed(0)  # the same dropout masks in both passes
+    loss, outputs = trainer.compute_loss(model, dict(batch), return_outputs=True)
+    torch.testing.assert_close(loss, 0.4 * outputs["ctc_loss"])
+    loss.backward()
+    decoder_only = [p for name, p in model.named_parameters() if name.startswith("model.decoder.layers")]
+    assert decoder_only and all(p.grad is not None and not p.grad.any() for p in decoder_only)  # zeros, not missing
+    encoder_grads = {name: p.grad.clone() for name, p in model.named_parameters()
+                     if name.startswith(("model.encoder.", "ctc_head."))}  # fmt: skip
+    assert encoder_grads and all(g.any() for g in encoder_grads.values())
+    model.zero_grad()
+    torch.manual_seed(0)
+    (0.4 * model(**inputs).ctc_loss).backward()
+    for name, p in model.named_parameters():
+        if name in encoder_grads:
+            torch.testing.assert_close(p.grad, encoder_grads[name])  # the CTC head's gradients, untouched
+
+
 @pytest.mark.parametrize(
     "options,message",
     [(dict(speed_factors=(0.3,)), "speed_factors"), (dict(noise_probability=1.5), "noise_probability"),
@@ -115,3 +144,16 @@ def test_training_with_augmentation(manifest, tmp_path):  # noqa: F811
           "1000", "--logging_steps", "2", "--augmentation", json.dumps(augmentation)])  # fmt: skip
     losses = [e["loss"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
     assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+def test_training_with_joins_for_the_ctc_head_alone(manifest, tmp_path):  # noqa: F811
+    out = tmp_path / "joined"
+    augmentation = json.dumps({"join_probability": 1.0, "join_ctc_only": True})
+    main([*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "4", "--save_steps",
+          "1000", "--logging_steps", "2", "--augmentation", augmentation])  # fmt: skip
+    logs = [e for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    # every batch joined, so every loss is the CTC head's share alone (tiny's ctc_weight 0.3)
+    assert len(logs) == 2 and all(abs(e["loss"] - 0.3 * e["ctc_loss"]) < 0.02 * e["loss"] for e in logs)
+    with pytest.raises(ValueError, match="join_ctc_only trains joined batches through the CTC head alone"):
+        main([*data_args(manifest), *ARGS, "--output_dir", str(tmp_path / "no_ctc"), "--do_train", "--max_steps", "1",
+              "--augmentation", augmentation, "--config_overrides", '{"ctc_weight": 0}'])  # fmt: skip

@@ -44,6 +44,9 @@ class SpeechAugmentation:
             ([`~SpeechAugmentation.join`]), before the other transforms (so noise fills the pause too).
         join_pause_seconds (`tuple[float, float]`, defaults to `(0.1, 1.0)`): the range the pause's length (digital
             silence) is drawn from.
+        join_ctc_only (`bool`, defaults to `False`): joined batches teach the CTC head alone (the collator marks
+            them `ctc_only` and the trainer leaves their attention loss out), so that the decoder goes on learning
+            single sentences and where they end.
     """
 
     speed_factors: tuple[float, ...] = ()
@@ -53,6 +56,7 @@ class SpeechAugmentation:
     reverb_probability: float = 0.0
     join_probability: float = 0.0
     join_pause_seconds: tuple[float, float] = (0.1, 1.0)
+    join_ctc_only: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "speed_factors", tuple(float(f) for f in self.speed_factors))

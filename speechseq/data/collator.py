@@ -24,7 +24,8 @@ class SpeechSeqDataCollator:
     dataloader worker and the batch's number in that worker, so that a seed gives the same batches again.
 
     Returns a [`BatchFeature`] of `input_features` (B, T, 80), `attention_mask` (B, T) and, when every row has a
-    transcript, `labels` (B, L) padded with -100.
+    transcript, `labels` (B, L) padded with -100; with `SpeechAugmentation(join_ctc_only=True)`, a joined batch
+    also has `ctc_only=True`, which `SpeechSeqTrainer` takes out before the forward pass.
     """
 
     processor: object
@@ -40,6 +41,7 @@ class SpeechSeqDataCollator:
             raise ValueError("a batch mixes audio and filterbank rows; keep one kind of input per dataset")
         texts = [row.get("text") or "" for row in rows]
         arrays = [x for _, x in inputs]
+        joined = False
         if self.augmentation is not None:
             if "fbank" in kinds:
                 raise ValueError("waveform augmentation needs audio rows, not precomputed filterbanks")
@@ -47,12 +49,16 @@ class SpeechSeqDataCollator:
             rng = np.random.default_rng([self.seed, worker.id if worker else 0, self._batches])
             if all(texts):  # pairs are joined with their transcripts, so only in labelled batches
                 arrays, texts = self.augmentation.join(arrays, texts, rng)
+                joined = len(arrays) < len(rows)
             arrays = [self.augmentation(x, rng) for x in arrays]
         self._batches += 1
         key = {"audio": "audio", "fbank": "input_features"}[kinds.pop()]
-        return self.processor(
+        batch = self.processor(
             **{key: arrays},
             sampling_rate=self.sampling_rate if key == "audio" else None,
             text=texts if all(texts) else None,
             return_tensors="pt",
         )
+        if joined and self.augmentation.join_ctc_only:
+            batch["ctc_only"] = True
+        return batch
