@@ -117,6 +117,10 @@ VARIANTS = {
     "transformer+front32+frames+noise+freq_masks+speed": Variant(config=FRONT_32, flags=(
         *FRAMES, "--augmentation", json.dumps({"noise_probability": 0.5, "speed_factors": [0.9, 1.0, 1.1]}),
         *FREQ_MASKS)),
+    # and intermediate CTC after encoder layer 3 of 6 (weight 0.3, self-conditioned; Lee & Watanabe 2021, Nozaki &
+    # Komatsu 2021): a regulariser for a model at its floor, measured before only on the recipe of 2026-12-01
+    "transformer+front32+frames+noise+freq_masks+interctc": Variant(config={**FRONT_32, **INTERCTC}, flags=(
+        *FRAMES, *NOISE, *FREQ_MASKS)),
     "conformer": Variant(config=CONFORMER),
     # a Conformer as cheap as a Transformer block: two half-step feed-forwards of half the width (together the
     # Transformer's one), with the demo's front end and frame batches
