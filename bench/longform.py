@@ -102,7 +102,9 @@ def main():
     parser.add_argument("--output", help="default: bench/results/longform.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    options = {"decoding": args.decoding, "num_beams": args.num_beams}
+    # the search asked for, nothing more: without ngram_weight=0 a model whose generation config holds an n-gram LM
+    # (the demo's) would run the CTC prefix search with it where greedy CTC was asked for
+    options = {"decoding": args.decoding, "num_beams": args.num_beams, "ngram_weight": 0.0}
     if args.decoding == "attention" and args.num_beams > 1:
         options.update(ctc_weight=0.3, length_bonus=1.0, length_penalty=0.0)
     if args.memory:
