@@ -159,6 +159,11 @@ VARIANTS = {
     "whisper-256-all+speed": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True, flags=(
         "--learning_rates", json.dumps({"model.encoder.whisper": 2e-4}), *FRAMES,
         "--augmentation", json.dumps({"speed_factors": [0.9, 1.0, 1.1]}))),
+    # BPE pieces rather than characters (500, from the training transcripts): at Whisper's 50 frames a second CTC has
+    # room for them, and a model that writes pieces of words may spell whole words where characters slip a letter
+    "whisper-256-all+bpe500": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True, flags=(
+        "--learning_rates", json.dumps({"model.encoder.whisper": 2e-4}), *FRAMES,
+        "--tokenizer_kind", "bpe", "--vocab_size", "500")),
 }
 
 
