@@ -79,19 +79,20 @@ def main():
     lm = {"lm": args.lm, "lm_weight": weight("lm_weight", 0.3)}
     fused = {"num_beams": args.num_beams, "length_bonus": weight("length_bonus", 0.0),
              "length_penalty": weight("length_penalty", 0.0)}  # fmt: skip
+    no_ngram = {"ngram_weight": 0.0}  # a model that saved an n-gram LM in its generation_config would use it
     methods = {
-        "greedy": dict(num_beams=1, ctc_weight=0.0, lm_weight=0.0, length_bonus=0.0),
+        "greedy": dict(num_beams=1, ctc_weight=0.0, lm_weight=0.0, length_bonus=0.0, **no_ngram),
         f"beam{args.num_beams}": dict(num_beams=args.num_beams, length_penalty=1.0, length_bonus=0.0, ctc_weight=0.0,
-                                      lm_weight=0.0),  # fmt: skip
-        f"beam{args.num_beams}_ctc": dict(fused, **ctc, lm_weight=0.0),
+                                      lm_weight=0.0, **no_ngram),  # fmt: skip
+        f"beam{args.num_beams}_ctc": dict(fused, **ctc, lm_weight=0.0, **no_ngram),
     }
     if args.lm:
-        methods[f"beam{args.num_beams}_ctc_lm"] = dict(fused, **ctc, **lm)
+        methods[f"beam{args.num_beams}_ctc_lm"] = dict(fused, **ctc, **lm, **no_ngram)
     if args.ngram_lm:
         ngram = {"ngram_lm": args.ngram_lm, "ngram_weight": weight("ngram_weight", 0.6),
                  "word_bonus": weight("word_bonus", 0.0)}  # fmt: skip
         methods[f"beam{args.num_beams}_ctc_ngram"] = dict(fused, **ctc, lm_weight=0.0, **ngram)
-        methods[f"ctc_beam{args.num_beams}"] = dict(decoding="ctc", num_beams=args.num_beams)
+        methods[f"ctc_beam{args.num_beams}"] = dict(decoding="ctc", num_beams=args.num_beams, **no_ngram)
         methods[f"ctc_beam{args.num_beams}_ngram"] = dict(decoding="ctc", num_beams=args.num_beams, **ngram)
     methods[f"hf_beam{args.num_beams}"] = dict(num_beams=args.num_beams, length_penalty=1.0)
 

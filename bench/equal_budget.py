@@ -188,8 +188,9 @@ def decode_all(args, work: Path, training: dict) -> dict:
                                       processor=processors["speech2text"], rows=rows,
                                       generate=functools.partial(builtin_generate, theirs))  # fmt: skip
         records += [
-            ours_on("greedy", num_beams=1, ctc_weight=0.0, lm_weight=0.0, length_bonus=0.0),
-            ours_on("greedy_ctc", decoding="ctc", num_beams=1),
+            # ngram_weight=0: the tuned generation_config holds the n-gram, which would turn both into searches with it
+            ours_on("greedy", num_beams=1, ctc_weight=0.0, lm_weight=0.0, length_bonus=0.0, ngram_weight=0.0),
+            ours_on("greedy_ctc", decoding="ctc", num_beams=1, ngram_weight=0.0),
             ours_on("best", **best),  # the tuned search and its LM, without the word n-gram LM
             *([ours_on("best_ngram")] if tuned["ngram_weight"] else []),  # the saved generation_config
             theirs_on("greedy", num_beams=1),

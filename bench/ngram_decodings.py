@@ -58,12 +58,12 @@ def main():
     dataset = corpus[args.split]
     model = SpeechSeqForConditionalGeneration.from_pretrained(args.model_dir).eval()
     processor = SpeechSeqProcessor.from_pretrained(args.model_dir)
-    beam = {**BEAM, "ctc_weight": args.ctc_weight}
+    beam = {**BEAM, "ctc_weight": args.ctc_weight, "ngram_weight": 0.0}  # not the n-gram a model may have saved
     decodings = {
-        "greedy CTC": {"decoding": "ctc"},
+        "greedy CTC": {"decoding": "ctc", "num_beams": 1, "ngram_weight": 0.0},
         "beam 10 + CTC": beam,
         "beam 10 + CTC + n-gram": {**beam, **NGRAM, "ngram_lm": args.ngram_lm},
-        "CTC beam 10": {"decoding": "ctc", "num_beams": 10},
+        "CTC beam 10": {"decoding": "ctc", "num_beams": 10, "ngram_weight": 0.0},
         "CTC beam 10 + n-gram": {**CTC_NGRAM, "ngram_lm": args.ngram_lm},
     }
     records = []

@@ -116,7 +116,7 @@ def main():
         best["length_penalty"] = 0.0
         if args.lm:
             best.update(lm=args.lm, lm_weight=decoding_option(model, "lm_weight", args.lm_weight, 0.15))
-        greedy = {"decoding": "ctc", "num_beams": 1}
+        greedy = {"decoding": "ctc", "num_beams": 1, "ngram_weight": 0.0}  # not a saved n-gram LM's prefix search
         batched["speechseq_greedy"] = speechseq_batches(model, processor, greedy, args.batch_size)
         batched["speechseq_best"] = speechseq_batches(model, processor, best, args.batch_size)
 
