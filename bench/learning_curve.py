@@ -131,7 +131,8 @@ VARIANTS = {
     "speech2text": Variant(architecture="speech2text"),
     # a pretrained Whisper tiny encoder (issue 18; the whisper-tiny preset: heads of d 256, 2 + 2 layers), frozen,
     # under heads of its own width (384, a decoder of 4) or of the preset's; the last two of its layers trained; at 3x
-    # the heads' learning rate; or all of it trained, the pretrained encoder at a fifth of the heads' rate
+    # the heads' learning rate; or all of it trained, the pretrained encoder at a fifth of the heads' rate (or a tenth,
+    # or 2.5 times that), with CTC weights around the demo's 0.6
     "whisper-frozen": Variant(preset="whisper-tiny", config={**WHISPER, **WHISPER_384}, pretrained_encoder=True,
                               flags=("--trainable_encoder_layers", "0", *FRAMES)),
     "whisper-frozen-256": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True,
@@ -144,6 +145,11 @@ VARIANTS = {
                                flags=("--learning_rates", json.dumps({"model.encoder.whisper": 2e-4}), *FRAMES)),
     "whisper-256-all-5e-4": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True,
                                     flags=("--learning_rates", json.dumps({"model.encoder.whisper": 5e-4}), *FRAMES)),
+    "whisper-256-all-1e-4": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True,
+                                    flags=("--learning_rates", json.dumps({"model.encoder.whisper": 1e-4}), *FRAMES)),
+    "whisper-256-all-ctc0.4": Variant(preset="whisper-tiny", config={**WHISPER, "ctc_weight": 0.4},
+                                      pretrained_encoder=True,
+                                      flags=("--learning_rates", json.dumps({"model.encoder.whisper": 2e-4}), *FRAMES)),
     "whisper-256-all-ctc0.8": Variant(preset="whisper-tiny", config={**WHISPER, "ctc_weight": 0.8},
                                       pretrained_encoder=True,
                                       flags=("--learning_rates", json.dumps({"model.encoder.whisper": 2e-4}), *FRAMES)),
