@@ -32,6 +32,7 @@ from .tokenization_speechseq import (
     load_tokenizer,
     normalize_text,
     special_token_ids,
+    suppressed_token_ids,
     train_tokenizer,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "load_tokenizer",
     "normalize_text",
     "special_token_ids",
+    "suppressed_token_ids",
     "train_ngram_lm",
     "train_tokenizer",
 ]

@@ -280,7 +280,7 @@ class LengthBonus(Scorer):
 @dataclass
 class _NgramState:
     contexts: list  # per row, the n-gram LM's state after the row's completed words
-    partials: list[str]  # per row, the word being spelled
+    partials: list  # per row, the word being spelled ("" right after a word boundary, None before any token)
     after: list | None = None  # after score(): per row, the LM state once the partial word is completed
 
 
@@ -296,7 +296,9 @@ class NgramScorer(Scorer):
     p(<unk>), and each character past its longest prefix of a known word `unk_penalty` more, kept when the word
     completes (KenLM's `<unk>` probability then): out-of-vocabulary words stay possible but cost by their length.
     Without a cost while a word is spelled, a beam search with a length bonus runs on in one endless unknown word
-    instead of paying for real ones.
+    instead of paying for real ones. An empty word (a word boundary right after another: two spaces, or `▁` then a
+    `▁word` piece) is forbidden: normalised text has none, and free boundaries would otherwise fill a narrow beam
+    with runs of spaces, each worth a length bonus and no LM cost.
 
     The total over a finished hypothesis: the LM's log-probability of its words and `</s>`, plus `unk_penalty` per
     character spelled outside the LM's vocabulary.
@@ -324,7 +326,11 @@ class NgramScorer(Scorer):
             self._unknown[partial] = len(partial) - known
         return self._unknown[partial]
 
-    def look_ahead(self, partial: str) -> float:
+    def begin(self) -> tuple:
+        """The hypothesis before any token: `(LM state, partial word)`, the partial word `None` (no boundary yet)."""
+        return self.lm.begin(), None
+
+    def look_ahead(self, partial: str | None) -> float:
         """The provisional score of a partial word."""
         if not partial:
             return 0.0
@@ -332,7 +338,7 @@ class NgramScorer(Scorer):
             return self.lm.prefixes[partial]
         return self.lm.unk_unigram + self.unknown_characters(partial) * self.unk_penalty
 
-    def complete(self, context, partial: str):
+    def complete(self, context, partial: str | None):
         """(score, LM state after it) of `partial` completed as a word: ln p(partial | context), and `unk_penalty`
         per unknown character; nothing to complete scores 0."""
         if not partial:
@@ -341,7 +347,8 @@ class NgramScorer(Scorer):
         return score + self.unknown_characters(partial) * self.unk_penalty, after
 
     def extend(self, hypothesis: tuple, token: int) -> tuple[float, int, tuple]:
-        """One hypothesis `(LM state, partial word)` extended by `token`: (score, words completed, new hypothesis)."""
+        """One hypothesis `(LM state, partial word)` (from `begin`) extended by `token`: (score, words completed,
+        new hypothesis)."""
         context, partial = hypothesis
         piece = self.pieces[token]
         if piece is None and token != self.eos:
@@ -351,21 +358,32 @@ class NgramScorer(Scorer):
             return score - self.look_ahead(partial) + self.lm.score_end(after), int(bool(partial)), (after, "")
         starts, text = piece
         if starts:
+            if partial == "":
+                return NEG_INF, 0, (after, text)
             return score - self.look_ahead(partial) + self.look_ahead(text), int(bool(partial)), (after, text)
-        return self.look_ahead(partial + text) - self.look_ahead(partial), 0, (context, partial + text)
+        spelled = (partial or "") + text
+        return self.look_ahead(spelled) - self.look_ahead(partial), 0, (context, spelled)
 
     def init_state(self, utterances):
         rows = utterances.shape[0]
-        return _NgramState([self.lm.begin()] * rows, [""] * rows)
+        context, partial = self.begin()
+        return _NgramState([context] * rows, [partial] * rows)
 
-    def _row(self, partial: str) -> torch.Tensor:
+    def _row(self, partial: str | None) -> torch.Tensor:
         """Each token's score after `partial`, but for the completed word's own score (added per row)."""
         if partial not in self._rows:
             old = self.look_ahead(partial)
-            scores = [0.0 if piece is None else self.look_ahead(piece[1] if piece[0] else partial + piece[1]) - old
-                      for piece in self.pieces]  # fmt: skip
-            self._rows[partial] = torch.tensor(scores)
+            self._rows[partial] = torch.tensor([self._step(partial, old, piece) for piece in self.pieces])
         return self._rows[partial]
+
+    def _step(self, partial: str | None, old: float, piece) -> float:
+        """One token's score after `partial` (of look-ahead `old`), but for the completed word's own score."""
+        if piece is None:
+            return 0.0
+        starts, text = piece
+        if not starts:
+            return self.look_ahead((partial or "") + text) - old
+        return NEG_INF if partial == "" else self.look_ahead(text) - old
 
     def score(self, tokens, state):
         completed, after, end = [], [], []
@@ -393,7 +411,7 @@ class NgramScorer(Scorer):
                 partials.append("" if piece is None else piece[1])
             else:
                 contexts.append(state.contexts[r])
-                partials.append(state.partials[r] + ("" if piece is None else piece[1]))
+                partials.append(state.partials[r] if piece is None else (state.partials[r] or "") + piece[1])
         return _NgramState(contexts, partials)
 
 
@@ -783,7 +801,7 @@ def ctc_prefix_beam_search(
     for b in range(x.shape[0]):
         beams = {(): (0.0, NEG_INF)}  # prefix -> (log p ending in blank, log p ending in its last label)
         # prefix -> (weighted n-gram score and word bonus so far, the n-gram hypothesis)
-        words = {(): (0.0, (ngram.lm.begin(), ""))} if fused else None
+        words = {(): (0.0, ngram.begin())} if fused else None
         top_tokens = x[b, : int(lengths[b])].topk(k, dim=-1).indices.tolist()
         for t, frame in enumerate(x[b, : int(lengths[b])].tolist()):
             extended: dict[tuple, list[float]] = {}
@@ -1084,8 +1102,8 @@ class SpeechSeqGenerationMixin(GenerationMixin):
                 read tokens as words; by default the one saved in the model's directory.
             num_return_sequences, length_penalty, early_stopping, repetition_penalty, max_new_tokens, max_length,
                 return_dict_in_generate, and the token constraints min_new_tokens, min_length, suppress_tokens,
-                begin_suppress_tokens, no_repeat_ngram_size, bad_words_ids (`TokenConstraints`; not with
-                `decoding="ctc"`): transformers' meanings. `temperature` is ignored without sampling, as in
+                begin_suppress_tokens, no_repeat_ngram_size, bad_words_ids (`TokenConstraints`; with
+                `decoding="ctc"` only suppress_tokens): transformers' meanings. `temperature` is ignored without sampling, as in
                 transformers; `do_sample` and per-step `output_scores` are transformers' greedy search's only. The length
                 is capped at `max_target_positions - 1` new tokens (the pipeline asks for 256 whatever the model)
                 and at one token per encoder frame plus `[EOS]` (per utterance in beam search).
@@ -1192,7 +1210,8 @@ class SpeechSeqGenerationMixin(GenerationMixin):
             logger.warning("temperature is ignored without sampling (as in transformers); speechseq's searches do "
                            "not sample")  # fmt: skip
         search = BeamSearchOptions(max_new_tokens=max_new_tokens, **options)
-        set_constraints = sorted(name for name, value in constraints.items() if value not in (None, 0, [], ()))
+        set_constraints = sorted(name for name, value in constraints.items() if value not in (None, 0, [], ())
+                                 and name != "suppress_tokens")  # CTC never emits suppressed tokens either
         if decoding == "ctc" and (set_constraints or search.repetition_penalty != 1.0):
             raise ValueError(f"decoding='ctc' cannot apply {set_constraints or ['repetition_penalty']}: they act on "
                              "the decoder's tokens (use decoding='attention', with ctc_weight=1 for CTC scores alone)")
@@ -1202,7 +1221,7 @@ class SpeechSeqGenerationMixin(GenerationMixin):
             raise ValueError(f"min_new_tokens / min_length ask for more tokens than the {max_new_tokens} allowed")
         extra_scorers = self._word_scorers(ngram_lm, tokenizer, search, decoding)
         if decoding == "ctc":
-            output = self._ctc_search(input_features, attention_mask, search, extra_scorers)
+            output = self._ctc_search(input_features, attention_mask, search, extra_scorers, constraint.suppress)
         else:
             if constraint.active:
                 extra_scorers["constraints"] = constraint
@@ -1492,13 +1511,16 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         )
 
     @torch.no_grad()
-    def _ctc_search(self, input_features, attention_mask, options: BeamSearchOptions,
-                    words: dict) -> SpeechSeqGenerateOutput:  # fmt: skip
+    def _ctc_search(self, input_features, attention_mask, options: BeamSearchOptions, words: dict,
+                    suppress_tokens=()) -> SpeechSeqGenerateOutput:  # fmt: skip
         """The CTC head alone: the best path (one beam, no n-gram LM; repeats merged, blanks dropped) or prefix beam
-        search (with the n-gram LM and word bonus when `words` has them)."""
+        search (with the n-gram LM and word bonus when `words` has them); `suppress_tokens` never emitted."""
         encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
         log_probs = self.ctc_log_probs(encoder_hidden_states)
         c = self.config
+        never = {c.pad_token_id, c.decoder_start_token_id, c.eos_token_id, *suppress_tokens} - {c.blank_token_id}
+        excluded = sorted(never)
+        log_probs[..., excluded] = NEG_INF
         if options.num_beams == 1 and not words:
             best = log_probs.argmax(dim=-1)  # (B, frames)
             keep = (best != c.blank_token_id) & lengths_to_mask(lengths, best.shape[1])
@@ -1506,7 +1528,6 @@ class SpeechSeqGenerationMixin(GenerationMixin):
             labels = [row[k].tolist() for row, k in zip(best, keep)]
             scores = [None] * len(labels)
         else:
-            excluded = (c.pad_token_id, c.decoder_start_token_id, c.eos_token_id)
             nbest, nbest_scores = ctc_prefix_beam_search(
                 log_probs, lengths, options.num_beams, c.blank_token_id, excluded, options.num_return_sequences,
                 words.get("ngram"), options.ngram_weight, options.word_bonus,

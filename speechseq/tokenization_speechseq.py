@@ -7,7 +7,8 @@ import unicodedata
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-__all__ = ["SPECIAL_TOKENS", "normalize_text", "train_tokenizer", "load_tokenizer", "special_token_ids"]
+__all__ = ["SPECIAL_TOKENS", "normalize_text", "train_tokenizer", "load_tokenizer", "special_token_ids",
+           "suppressed_token_ids"]
 
 # The assignment's H4Tokenizer convention, in id order: [PAD]=0 [UNK]=1 [MASK]=2 [SOS]=3 [EOS]=4 [BLANK]=5.
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[MASK]", "[SOS]", "[EOS]", "[BLANK]"]
@@ -158,3 +159,11 @@ def special_token_ids(tokenizer) -> dict:
         ("decoder_start_token_id", "[SOS]"), ("blank_token_id", "[BLANK]"),
     )}  # fmt: skip
     return {"vocab_size": len(tokenizer), **ids}
+
+
+def suppressed_token_ids(tokenizer) -> list[int]:
+    """The special tokens no transcript contains (all but `[EOS]`): a model's `generation_config.suppress_tokens`,
+    so that no search spends a beam on a token that decodes to nothing. A decoder trained with label smoothing gives
+    each of them about `label_smoothing / vocab_size`, as likely as a plausible letter, and a word LM charges them
+    nothing: a 4-beam search with the n-gram LM held hypotheses such as `[UNK] mean` beside ` mean`."""
+    return sorted(set(tokenizer.all_special_ids) - {tokenizer.convert_tokens_to_ids("[EOS]")})

@@ -58,7 +58,7 @@ from .modeling_speechseq import (
     SpeechSeqForConditionalGeneration,
 )
 from .processing_speechseq import SpeechSeqProcessor
-from .tokenization_speechseq import load_tokenizer, special_token_ids, train_tokenizer
+from .tokenization_speechseq import load_tokenizer, special_token_ids, suppressed_token_ids, train_tokenizer
 
 __all__ = ["ModelArguments", "DataArguments", "SpeechSeqTrainingArguments", "SpeechSeqTrainer", "WallClockBudget",
            "Stage", "ProgressiveTraining", "read_stages", "main", "build_processor_and_model", "load_split",
@@ -725,7 +725,9 @@ def build_processor_and_model(model_args: ModelArguments, train_texts):
                                               features="whisper" if whisper else "kaldi")  # fmt: skip
         processor = SpeechSeqProcessor(extractor, tokenizer)
         if model_args.architecture == "speech2text":
-            return processor, speech2text_baseline(config)
+            model = speech2text_baseline(config)
+            model.generation_config.suppress_tokens = suppressed_token_ids(tokenizer)
+            return processor, model
         if model_args.architecture != "speechseq":
             raise ValueError(f"--architecture must be 'speechseq' or 'speech2text', got {model_args.architecture!r}")
         if whisper:
@@ -742,6 +744,8 @@ def build_processor_and_model(model_args: ModelArguments, train_texts):
                 if getattr(model.config, k, None) != v}  # fmt: skip
     if mismatch:
         raise ValueError(f"tokenizer and model disagree (tokenizer, model): {mismatch}")
+    if model.generation_config.suppress_tokens is None:  # new, or saved before speechseq set it
+        model.generation_config.suppress_tokens = suppressed_token_ids(processor.tokenizer)
     return processor, model
 
 

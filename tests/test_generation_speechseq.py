@@ -211,14 +211,31 @@ def test_options_speechseq_searches_cannot_honour_are_refused():
     x, mask = features([64, 48], 0)
     for options in ({"num_beams": 3, "do_sample": True}, {"num_beams": 3, "output_scores": True},
                     {"num_beams": 3, "output_attentions": True, "return_dict_in_generate": True},
-                    {"decoding": "ctc", "suppress_tokens": [5]}, {"decoding": "ctc", "num_beams": 3, "min_new_tokens": 2},
+                    {"decoding": "ctc", "num_beams": 3, "min_new_tokens": 2}, {"decoding": "ctc", "suppress_tokens": [99]},
                     {"decoding": "ctc", "repetition_penalty": 1.2}, {"num_beams": 3, "suppress_tokens": [99]},
                     {"num_beams": 3, "min_new_tokens": 20, "max_new_tokens": 10}):  # fmt: skip
         with pytest.raises(ValueError):
             model.generate(x, attention_mask=mask, **options)
-    model.generation_config.suppress_tokens = [5]  # in the config: refused with the CTC head too, not dropped
-    with pytest.raises(ValueError, match="suppress_tokens"):
+    model.generation_config.no_repeat_ngram_size = 2  # in the config: refused with the CTC head too, not dropped
+    with pytest.raises(ValueError, match="no_repeat_ngram_size"):
         model.generate(x, attention_mask=mask, decoding="ctc")
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_ctc_decoding_never_emits_suppressed_tokens(num_beams):
+    # the two labels greedy CTC emits most, suppressed: neither comes out, and the transcripts change
+    model = _small(0)
+    x, mask = features([64, 48], 0)
+    kwargs = dict(attention_mask=mask, decoding="ctc", num_beams=num_beams)
+    free = model.generate(x, **kwargs)
+    labels = [t for t in free.flatten().tolist() if t not in (0, 3, 4)]
+    suppressed = sorted(set(labels), key=labels.count)[-2:]
+    assert len(suppressed) == 2, "the random CTC head emits too few labels for the test"
+    out = model.generate(x, **kwargs, suppress_tokens=suppressed)
+    assert not set(out.flatten().tolist()) & set(suppressed)
+    assert not torch.equal(out, free)
+    model.generation_config.suppress_tokens = suppressed  # set in the generation config, as training saves it
+    assert torch.equal(model.generate(x, **kwargs), out)
 
 
 @pytest.mark.parametrize("shape", [(0, 64, 80), (64, 80), None], ids=["empty batch", "no batch axis", "none"])

@@ -58,7 +58,7 @@ def ids(tokenizer, text):
 
 def total(scorer, token_ids, eos):
     """The scorer's total over a whole hypothesis, token by token, with the end token."""
-    hypothesis, score = (scorer.lm.begin(), ""), 0.0
+    hypothesis, score = scorer.begin(), 0.0
     for token in [*token_ids, eos]:
         delta, _, hypothesis = scorer.extend(hypothesis, token)
         score += delta
@@ -70,7 +70,7 @@ def test_word_scores_equal_hand_computed_log_probabilities(toy_lm, char_tokenize
     scorer = NgramScorer(toy_lm, word_pieces(char_tokenizer), eos, unk_penalty=-3.0)
     a, space, b = (char_tokenizer.convert_tokens_to_ids(c) for c in "a b")
     look_a, look_ab = math.log(10**-0.6 + 10**-0.8), math.log(10**-0.8)  # unigram mass of the words "a" and "ab" begin
-    steps, hypothesis = [], (toy_lm.begin(), "")
+    steps, hypothesis = [], scorer.begin()
     for token in (a, space, a, b, eos):
         delta, words, hypothesis = scorer.extend(hypothesis, token)
         steps.append((delta, words))
@@ -104,6 +104,23 @@ def test_unknown_words_cost_unk_probability_and_a_penalty_per_character(toy_lm, 
     assert scorer.extend((toy_lm.begin(), "a"), pad)[0] == 0.0
 
 
+def test_an_empty_word_is_forbidden(toy_lm, char_tokenizer):
+    # two boundaries in a row (normalised text has none) cost -inf, in extend() and in the batched rows alike; a
+    # boundary first, as a BPE hypothesis begins, is allowed
+    eos = char_tokenizer.convert_tokens_to_ids("[EOS]")
+    scorer = NgramScorer(toy_lm, word_pieces(char_tokenizer), eos)
+    a, space = (char_tokenizer.convert_tokens_to_ids(c) for c in "a ")
+    assert total(scorer, [a, space, space, a], eos) == -math.inf
+    assert total(scorer, [space, a], eos) == pytest.approx(total(scorer, [a], eos))
+    rows = torch.tensor([[3, a], [3, a], [3, space]])  # [SOS] a, [SOS] a, [SOS] " "
+    state = scorer.init_state(rows[:, 0])
+    state = scorer.select_state(scorer.score(rows[:, :1], state)[1], torch.arange(3), rows[:, 1])
+    state = scorer.select_state(scorer.score(rows, state)[1], torch.tensor([0, 1, 2]), torch.tensor([space, a, a]))
+    scores = scorer.score(torch.cat([rows, torch.tensor([[space], [a], [a]])], 1), state)[0]
+    assert scores[0, space] == -math.inf  # "a " then " "
+    assert scores[1, space] > -math.inf and scores[2, space] > -math.inf  # "aa " and " aa " end a word
+
+
 def test_bpe_pieces_score_the_same_words(toy_lm):
     tokenizer = train_tokenizer(["a ab b", "ab a", "b ab"] * 5, kind="bpe", vocab_size=12)
     pieces = word_pieces(tokenizer)
@@ -111,6 +128,12 @@ def test_bpe_pieces_score_the_same_words(toy_lm):
     eos = tokenizer.convert_tokens_to_ids("[EOS]")
     scorer = NgramScorer(toy_lm, pieces, eos)
     assert total(scorer, ids(tokenizer, "a ab"), eos) == pytest.approx(-0.9 * LN10)
+    # `▁` alone then a piece that starts a word: an empty word
+    boundary, a = tokenizer.convert_tokens_to_ids(["▁", "a"])
+    assert boundary != tokenizer.unk_token_id and not pieces[a][0]
+    assert total(scorer, [boundary, *ids(tokenizer, "ab")], eos) == -math.inf
+    # `▁` then a piece inside a word: the word `▁` begins
+    assert total(scorer, [boundary, a], eos) == pytest.approx(total(scorer, ids(tokenizer, "a"), eos))
 
 
 def test_batched_scores_equal_token_by_token_scores_in_a_real_search(toy_lm, char_tokenizer):
@@ -131,7 +154,7 @@ def test_batched_scores_equal_token_by_token_scores_in_a_real_search(toy_lm, cha
         tokens = [t for t in sequence.tolist()[1:] if t != char_tokenizer.pad_token_id]
         ended = tokens[-1] == eos
         tokens = tokens[:-1] if ended else tokens
-        hypothesis, expected, completed = (toy_lm.begin(), ""), 0.0, 0
+        hypothesis, expected, completed = scorer.begin(), 0.0, 0
         for token in tokens + ([eos] if ended else []):
             delta, n, hypothesis = scorer.extend(hypothesis, token)
             expected, completed = expected + delta, completed + n
@@ -164,7 +187,7 @@ def brute_force_best(log_probs, scorer, weight, word_bonus, labels, max_length):
                 ctc = log_probs[:, scorer.blank].sum().item()
             if ctc == -math.inf:
                 continue
-            hypothesis, lm, words = (scorer.ngram.lm.begin(), ""), 0.0, 0
+            hypothesis, lm, words = scorer.ngram.begin(), 0.0, 0
             for token in [*sequence, scorer.ngram.eos]:
                 delta, completed, hypothesis = scorer.ngram.extend(hypothesis, token)
                 lm, words = lm + delta, words + completed

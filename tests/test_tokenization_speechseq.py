@@ -2,7 +2,14 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer
 
-from speechseq import SPECIAL_TOKENS, load_tokenizer, normalize_text, special_token_ids, train_tokenizer
+from speechseq import (
+    SPECIAL_TOKENS,
+    load_tokenizer,
+    normalize_text,
+    special_token_ids,
+    suppressed_token_ids,
+    train_tokenizer,
+)
 
 SENTENCES = [
     "The birch canoe slid on the smooth planks.",
@@ -98,3 +105,10 @@ def test_bad_arguments_and_files_raise(tmp_path):
     plain.save(str(tmp_path / "plain.json"))
     with pytest.raises(ValueError, match=r"lacks the special tokens \['\[MASK\]', '\[SOS\]', '\[EOS\]', '\[BLANK\]'\]"):
         load_tokenizer(tmp_path / "plain.json")
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_every_special_token_but_eos_is_suppressed(kind):
+    tokenizer = train_tokenizer(["hello world", "a cat sat"] * 4, kind=kind, vocab_size=30 if kind == "bpe" else None)
+    suppressed = suppressed_token_ids(tokenizer)
+    assert tokenizer.convert_ids_to_tokens(suppressed) == ["[PAD]", "[UNK]", "[MASK]", "[SOS]", "[BLANK]"]

@@ -50,6 +50,8 @@ def test_training_produces_a_model_the_pipeline_loads(manifest, signals, tmp_pat
           "--train_sampling_strategy", "group_by_length", "--length_column_name", "length"])  # fmt: skip
     metrics = json.loads((out / "eval_results.json").read_text())
     assert metrics["eval_cer"] == 0.0 and metrics["eval_wer"] == 0.0
+    # no search may emit a special token but [EOS]: [PAD], [UNK], [MASK], [SOS], [BLANK] are suppressed
+    assert json.loads((out / "generation_config.json").read_text())["suppress_tokens"] == [0, 1, 2, 3, 5]
     asr = pipeline("automatic-speech-recognition", model=str(out))
     assert [asr(s)["text"] for s in signals] == TRANSCRIPTS
     # the model card: transformers' (metadata, hyper-parameters) and speechseq's section (data, figures, decoding)
