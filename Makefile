@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 # TTS engines and English text for the corpus builder, from Debian; what KenLM's estimator builds with.
 APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
-	fortunes fortunes-min wordnet-base \
+	fortunes fortunes-min wordnet-base dict-gcide \
 	cmake g++ libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev zlib1g-dev
 # KenLM's lmplz and build_binary (the word n-gram LMs), built from the sources in the kenlm package on PyPI, the
 # version of the query module setup.cfg installs: Debian has no kenlm package.

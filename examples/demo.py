@@ -86,7 +86,9 @@ FUSION = {"lm_weight": 0.3}
 # The word 4-gram LM (examples/build_ngram_lm.py) in the beam search and in the CTC prefix search: weights from
 # `examples/tune_decoding.py --ngram_lm` on 100 dev utterances of the demo's model (README, "Words: a word n-gram
 # LM"): in the beam search 0.8 (40.4% WER against 60.7% without; 0.6: 41.7%), no word bonus (it cost 1-3 points);
-# in the CTC prefix search 1.0 with a word bonus of 1 (55.2% against 77.4%; 0.6: 59.0%)
+# in the CTC prefix search 1.0 with a word bonus of 1 (55.2% against 77.4%; 0.6: 59.0%). Its text has GCIDE's
+# definitions beside fortunes and WordNet (build_ngram_lm's default): 0.8-1.2 points lower dev WER on both roads
+# (README, "General English in the LM")
 NGRAM_ORDER = 4
 NGRAM = {"ngram_weight": 0.8}
 CTC_NGRAM = {"decoding": "ctc", "num_beams": 10, "ngram_weight": 1.0, "word_bonus": 1.0}

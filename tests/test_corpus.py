@@ -9,7 +9,7 @@ import pytest
 from speechseq import load_audio
 from speechseq.data.corpus import DEFAULT_ENGINES, FESTIVAL_VOICES, Voice, available_engines, build_corpus, synthesize
 from speechseq.data.corpus import unseen_voices
-from speechseq.data.text_sources import corpus_sentences, fortune_sentences, wordnet_examples
+from speechseq.data.text_sources import GCIDE_FILE, corpus_sentences, fortune_sentences, wordnet_examples
 
 from test_tokenization_speechseq import SENTENCES
 
@@ -176,3 +176,56 @@ def test_king_james_references_are_stripped_from_verses():
     assert [VERSE_REFERENCE.sub("", line) for line in lines] == [
         "In the beginning God created the heaven and the earth.", "Now there was a certain man",
         "The song of songs, which is Solomon's.", "In the beginning"]  # fmt: skip
+
+
+GCIDE_SAMPLE = """\
+Arrogant \\Ar"ro*gant\\, a. [F. arrogant, L. arrogans, p. pr. of
+   arrogare. See {Arrogate}.]
+   1. Making, or having the disposition to make, exorbitant
+      claims of rank or estimation; giving one's self an undue
+      degree of importance; assuming; haughty.
+      [1913 Webster]
+
+            Arrogant Winchester, that haughty prelate. --Shak.
+      [1913 Webster]
+
+   Syn: Magisterial; lordly; proud; assuming; overbearing.
+        [1913 Webster]
+
+Arrive \\Ar*rive"\\, v. i.
+   To happen or occur. [Archaic]
+   [1913 Webster]
+"""
+
+
+def test_dictionary_prose_without_markup(tmp_path, caplog, monkeypatch):
+    import gzip
+
+    import speechseq.data.text_sources as text_sources
+
+    path = tmp_path / "gcide.dict.dz"
+    with gzip.open(path, "wt") as f:
+        f.write(GCIDE_SAMPLE)
+    # definitions split at ";" (one-word clauses dropped), the quotation without its author, a definition on its
+    # headword's lines; no headword, etymology, bracketed note or synonym list
+    assert list(text_sources.dictionary_sentences(path)) == [
+        "making or having the disposition to make exorbitant claims of rank or estimation",
+        "giving one's self an undue degree of importance", "arrogant winchester that haughty prelate",
+        "to happen or occur"]  # fmt: skip
+    assert list(text_sources.dictionary_sentences(tmp_path / "none.dz")) == []
+    # the LM's text: the corpus's sentences and the dictionary's, or a warning where dict-gcide is missing
+    sentences = text_sources.lm_sentences(dictionary=False)
+    assert sentences == text_sources.corpus_sentences()
+    monkeypatch.setattr(text_sources, "GCIDE_FILE", tmp_path / "none.dz")
+    monkeypatch.setattr(text_sources.dictionary_sentences, "__defaults__", (tmp_path / "none.dz",))
+    assert text_sources.lm_sentences() == sentences and "dict-gcide" in caplog.text
+
+
+@pytest.mark.skipif(not GCIDE_FILE.exists(), reason="dict-gcide not installed")
+def test_the_installed_dictionary_gives_millions_of_clean_words():
+    from speechseq.data.text_sources import dictionary_sentences
+
+    sentences = list(dictionary_sentences())
+    assert sum(len(s.split()) for s in sentences) > 2_000_000
+    assert "i hate not you for her proud arrogance" in sentences
+    assert all(set(s) <= set("abcdefghijklmnopqrstuvwxyz' ") for s in sentences[::1000])

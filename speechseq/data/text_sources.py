@@ -1,5 +1,7 @@
-"""English sentences that install offline: Debian's fortunes, WordNet's gloss examples and (optionally) the KJV."""
+"""English sentences that install offline: Debian's fortunes, WordNet's gloss examples, (optionally) the KJV, and for
+language models GCIDE's definitions and quotations."""
 
+import gzip
 import logging
 import os
 import re
@@ -9,12 +11,14 @@ from pathlib import Path
 
 from ..tokenization_speechseq import normalize_text
 
-__all__ = ["ensure_debian_packages", "fortune_sentences", "wordnet_examples", "bible_verses", "corpus_sentences"]
+__all__ = ["ensure_debian_packages", "fortune_sentences", "wordnet_examples", "bible_verses", "dictionary_sentences",
+           "corpus_sentences", "lm_sentences"]
 
 logger = logging.getLogger(__name__)
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 WORDNET_DIR = Path("/usr/share/wordnet")
+GCIDE_FILE = Path("/usr/share/dictd/gcide.dict.dz")  # Debian's dict-gcide
 MIN_WORDS, MAX_WORDS = 3, 24
 # the reference `bible -f` starts each line with: "Ge1:1 ", "1Sm1:1 ", "SSol1:1 " (or "Gen 1:1 " elsewhere)
 VERSE_REFERENCE = re.compile(r"^[1-3]?[A-Za-z]+\s*\d+:\d+\s*")
@@ -95,6 +99,35 @@ def bible_verses():
                 yield kept
 
 
+# a GCIDE entry's first line: `Arrogant \Ar"ro*gant\, a. [F. arrogant, ...`; its senses `2. ...` or `(a) ...`
+_HEADWORD = re.compile(r"^\S[^\n]*\\[^\n]*\\")
+_SENSE_NUMBER = re.compile(r"^(\d+\.|\([a-z]\))\s*")
+
+
+def dictionary_sentences(path: Path = GCIDE_FILE):
+    """The definitions and quotations of GCIDE (Webster's 1913 dictionary and WordNet's glosses, Debian's
+    dict-gcide): 3 million words of general English prose for language models ("the act or habit of arrogating",
+    "i hate not you for her proud arrogance"). Headword lines, etymologies and other bracketed notes, attributions
+    (`--Shak.`), synonym lists and `{cross references}`' braces are dropped; definitions split at `;` too."""
+    if not path.exists():
+        return
+    with gzip.open(path, "rt", encoding="utf-8", errors="ignore") as dictionary:
+        text = dictionary.read()
+    for block in re.split(r"\n\s*\n", text):
+        lines = block.splitlines()[1:] if _HEADWORD.match(block) else block.splitlines()
+        lines = [line.strip() for line in lines]
+        paragraph = " ".join(line for line in lines if line and not line.startswith(("[", "Syn:", "Note:")))
+        paragraph = re.sub(r"\[[^\]]*\]", " ", paragraph)  # [1913 Webster], [Obs.], etymologies
+        paragraph = re.sub(r"--\s*[A-Z][\w.]*", " ", paragraph).replace("{", "").replace("}", "")  # --Milton.
+        paragraph = _SENSE_NUMBER.sub("", paragraph.strip())
+        if "\\" in paragraph:
+            continue
+        for sentence in _sentences(paragraph):
+            for clause in sentence.split(";"):
+                if (kept := _keep(re.sub(r"^\s*as,\s*", "", clause))) is not None:
+                    yield kept
+
+
 def docstring_sentences():
     """Prose from the docstrings of Python's standard library: the text source of last resort, always installed
     (technical English; used only where Debian's fortunes and WordNet cannot be installed)."""
@@ -125,4 +158,16 @@ def corpus_sentences(bible: bool = False) -> list[str]:
         logger.warning("Debian's fortunes and wordnet-base are not installed (%s, %s): the corpus text comes from "
                        "Python's docstrings instead", FORTUNES_DIR, WORDNET_DIR)  # fmt: skip
         sentences = list(dict.fromkeys(docstring_sentences()))
+    return sentences
+
+
+def lm_sentences(bible: bool = False, dictionary: bool = True) -> list[str]:
+    """The text of language models: [`corpus_sentences`] and, with `dictionary`, GCIDE's prose
+    ([`dictionary_sentences`]; a warning where Debian's dict-gcide is not installed), deduplicated."""
+    sentences = corpus_sentences(bible)
+    if dictionary:
+        if not GCIDE_FILE.exists():
+            logger.warning("Debian's dict-gcide is not installed (%s): the LM text is without its 3 million words",
+                           GCIDE_FILE)  # fmt: skip
+        sentences = list(dict.fromkeys([*sentences, *dictionary_sentences()]))
     return sentences
