@@ -5,8 +5,9 @@
 
 The text is Debian's fortunes and WordNet's examples, the definitions and quotations of its GCIDE dictionary (3
 million words of general English; `--no_dictionary` leaves them out), and the KJV with `--bible` (or `--text_files`
-instead), passed through `normalize_text` as the transcripts are; singleton 4-grams are pruned (`--prune`); the corpus's dev and test sentences are held out, and the LM's word
-perplexity and out-of-vocabulary rate on them are reported (and written to `<output>.json`). Decode with it:
+instead), passed through `normalize_text` as the transcripts are; 4-grams seen once are pruned (`--prune`). The
+corpus's dev and test sentences are held out, and the LM's word perplexity and out-of-vocabulary rate on them are
+reported (and written to `<output>.json`). Decode with it:
 `model.generate(..., ngram_lm="demo/ngram/lm.arpa", ngram_weight=0.5)`; `examples/tune_decoding.py --ngram_lm` tunes
 its weights on dev and stores it in the model's directory.
 """
@@ -37,7 +38,7 @@ def build(output, corpus_dir=None, order: int = 4, bible: bool = False, text_fil
           dictionary: bool = True) -> dict:  # fmt: skip
     """Build the LM into `output` (ARPA) and return its figures (sentences, words, seconds, held-out perplexity).
     `prune`: lmplz's count thresholds per order; by default the n-grams of the highest order seen once are dropped
-    (with GCIDE's text, half the file, 120 MB against 229, and no worse on `dev`: README, "Words: a word n-gram LM");
+    (with GCIDE's text, half the file, 111 MB, and no worse on `dev`: README, "General English in the LM");
     `()` keeps every n-gram."""
     start = time.time()
     if prune is None:

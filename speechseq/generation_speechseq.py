@@ -1103,8 +1103,9 @@ class SpeechSeqGenerationMixin(GenerationMixin):
             num_return_sequences, length_penalty, early_stopping, repetition_penalty, max_new_tokens, max_length,
                 return_dict_in_generate, and the token constraints min_new_tokens, min_length, suppress_tokens,
                 begin_suppress_tokens, no_repeat_ngram_size, bad_words_ids (`TokenConstraints`; with
-                `decoding="ctc"` only suppress_tokens): transformers' meanings. `temperature` is ignored without sampling, as in
-                transformers; `do_sample` and per-step `output_scores` are transformers' greedy search's only. The length
+                `decoding="ctc"` only suppress_tokens): transformers' meanings. `temperature` is ignored without
+                sampling, as in transformers; `do_sample` and per-step `output_scores` are transformers' greedy
+                search's only. The length
                 is capped at `max_target_positions - 1` new tokens (the pipeline asks for 256 whatever the model)
                 and at one token per encoder frame plus `[EOS]` (per utterance in beam search).
             segment_seconds (`float`, defaults to 20): recordings longer than 1.5 times this are cut at pauses into
