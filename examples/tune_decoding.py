@@ -23,11 +23,12 @@ from transformers import AutoModelForCausalLM
 from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
 from speechseq.data import load_corpus
 from speechseq.evaluation import error_rates, transcribe
+from speechseq.ngram_lm import is_binary, write_binary
 
 logger = logging.getLogger("tune_decoding")
 
 
-NGRAM_FILE = "ngram_lm.arpa"  # the n-gram LM's name inside a model directory
+NGRAM_FILE = "ngram_lm.bin"  # the n-gram LM's name inside a model directory: KenLM's binary, its vocabulary beside it
 LM_DIR = "fusion_lm"  # the fusion LM's directory inside a model directory
 SEARCH_OPTIONS = ("decoding", "num_beams", "ctc_weight", "lm_weight", "length_bonus", "length_penalty", "ngram_weight",
                   "word_bonus", "unk_penalty")  # fmt: skip
@@ -64,8 +65,9 @@ def tune(model, processor, dataset, num_beams, ctc_weights, lm_weights, length_b
 def save_setting(model_dir, setting: dict, lm=None, ngram_lm=None) -> None:
     """Write a setting's search options (those it has; scores and other keys are skipped) into the model's
     generation_config.json, with the language models it uses saved into the model's directory (the fusion LM as
-    `fusion_lm/`, the n-gram LM as `ngram_lm.arpa`) and named relative to it: the setting survives moving, copying
-    or uploading the directory."""
+    `fusion_lm/`, the n-gram LM as KenLM's binary `ngram_lm.bin` with `ngram_lm.bin.vocab`, smaller than ARPA and
+    four times faster to load) and named relative to it: the setting survives moving, copying or uploading the
+    directory."""
     model_dir = Path(model_dir)
     model = SpeechSeqForConditionalGeneration.from_pretrained(model_dir)
     config = model.generation_config
@@ -79,8 +81,13 @@ def save_setting(model_dir, setting: dict, lm=None, ngram_lm=None) -> None:
         config.lm = LM_DIR
     config.ngram_lm = None
     if ngram_lm and (setting.get("ngram_weight") or setting.get("word_bonus")):
-        if Path(ngram_lm).resolve() != (model_dir / NGRAM_FILE).resolve():
-            shutil.copyfile(ngram_lm, model_dir / NGRAM_FILE)
+        target = model_dir / NGRAM_FILE
+        if Path(ngram_lm).resolve() != target.resolve():
+            if is_binary(ngram_lm):
+                for suffix in ("", ".vocab"):
+                    shutil.copyfile(f"{ngram_lm}{suffix}", f"{target}{suffix}")
+            else:
+                write_binary(ngram_lm, target)
         config.ngram_lm = NGRAM_FILE
     config.save_pretrained(model_dir)
 

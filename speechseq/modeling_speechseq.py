@@ -1043,6 +1043,8 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, SpeechSeqGener
             elif os.path.isfile(source):
                 os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
                 shutil.copyfile(source, target)
+                if os.path.isfile(f"{source}.vocab"):  # a KenLM binary's vocabulary (`write_binary`)
+                    shutil.copyfile(f"{source}.vocab", f"{target}.vocab")
 
     def encode(self, input_features, attention_mask=None) -> tuple[torch.Tensor, torch.LongTensor]:
         """(batch, frames, mel) features -> the encoder's (batch, encoder_frames, d_model) output and real lengths."""

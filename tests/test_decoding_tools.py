@@ -5,9 +5,12 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+from transformers import pipeline
 
 from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
+from speechseq.ngram_lm import WordLanguageModel, is_binary
 
 from conftest import TRANSCRIPTS, signals_dataset
 
@@ -83,8 +86,19 @@ def test_tune_decoding_with_an_ngram_lm_saves_it_inside_the_model(trained_dir, s
     assert [r["wer"] for r in results] == sorted(r["wer"] for r in results)  # ranked by WER with an n-gram LM
     tune_decoding.save_setting(model_dir, {**results[0], "ngram_weight": 0.5}, ngram_lm=str(ngram_lm))
     saved = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).generation_config
-    assert (saved.ngram_lm, saved.ngram_weight) == ("ngram_lm.arpa", 0.5)
-    assert (model_dir / "ngram_lm.arpa").read_bytes() == ngram_lm.read_bytes()
+    assert (saved.ngram_lm, saved.ngram_weight) == ("ngram_lm.bin", 0.5)
+    # saved as KenLM's binary, its vocabulary beside it: the same words and scores as the ARPA file
+    binary, arpa = WordLanguageModel(model_dir / "ngram_lm.bin"), WordLanguageModel(ngram_lm)
+    assert is_binary(binary.path) and binary.words == arpa.words and binary.prefixes == arpa.prefixes
+    sentence = "hello world good morning"
+    assert binary.model.score(sentence) == pytest.approx(arpa.model.score(sentence))
+    # and it travels with save_pretrained, vocabulary included; the pipeline decodes with it
+    model = SpeechSeqForConditionalGeneration.from_pretrained(model_dir)
+    model.save_pretrained(tmp_path / "copy")
+    processor.save_pretrained(tmp_path / "copy")
+    assert WordLanguageModel(tmp_path / "copy" / "ngram_lm.bin").words == arpa.words
+    asr = pipeline("automatic-speech-recognition", model=str(tmp_path / "copy"))
+    assert [asr(signal)["text"] for signal in signals] == TRANSCRIPTS
 
 
 def test_a_tuned_fusion_lm_travels_with_the_model_directory(trained_dir, signals, tmp_path):
