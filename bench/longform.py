@@ -103,8 +103,9 @@ def main():
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # the search asked for, nothing more: without ngram_weight=0 a model whose generation config holds an n-gram LM
-    # (the demo's) would run the CTC prefix search with it where greedy CTC was asked for
-    options = {"decoding": args.decoding, "num_beams": args.num_beams, "ngram_weight": 0.0}
+    # (the demo's) would run the CTC prefix search with it where greedy CTC was asked for (and its word bonus, which
+    # counts the n-gram's words, goes with it)
+    options = {"decoding": args.decoding, "num_beams": args.num_beams, "ngram_weight": 0.0, "word_bonus": 0.0}
     if args.decoding == "attention" and args.num_beams > 1:
         options.update(ctc_weight=0.3, length_bonus=1.0, length_penalty=0.0)
     if args.memory:

@@ -7,7 +7,7 @@ from transformers import pipeline
 
 from conftest import TRANSCRIPTS, tiny_model
 from speechseq import SpeechSeqForConditionalGeneration
-from speechseq.generation_speechseq import silence_segments
+from speechseq.generation_speechseq import silence_segments, trim_pauses
 
 
 def test_segments_cover_the_recording_and_cut_in_the_longest_pause():
@@ -37,11 +37,16 @@ def test_a_minute_of_audio_equals_its_segments_decoded_one_by_one(trained_dir, p
     batch = processor(audio=[audio, signals[0]], sampling_rate=16000, return_tensors="pt")
     features, mask = batch["input_features"], batch["attention_mask"]
     segments = model.long_form_segments(features, mask, segment_seconds=10.0)
-    assert segments[1] == [(0, int(mask[1].sum()))]  # a short recording is one segment
+    assert len(segments[1]) == 1  # a short recording is one segment
     spans = segments[0]
-    assert spans[0][0] == 0 and spans[-1][1] == int(mask[0].sum()) and len(spans) >= 6
-    assert all(e0 == a1 for (_, e0), (a1, _) in zip(spans, spans[1:]))  # nothing lost, nothing twice
+    assert 0 <= spans[0][0] and spans[-1][1] <= int(mask[0].sum()) and len(spans) >= 6
+    assert all(e0 <= a1 for (_, e0), (a1, _) in zip(spans, spans[1:]))  # in order, nothing twice
     assert all(e - a <= 1000 for a, e in spans)  # at most 10 s of 10 ms frames
+    # nothing lost: every frame the CTC head hears as speech is in a segment, every pause left out is one
+    best = model.ctc_log_probs(model.encode(features[:1])[0])[0].argmax(-1)
+    speech = {4 * t for t in torch.nonzero(best != model.config.blank_token_id).flatten().tolist()}
+    assert all(any(a <= t < e for a, e in spans) for t in speech)
+    assert all(not any(a1 <= t < e1 for t in speech) for (_, a1), (e1, _) in zip(spans, spans[1:]))
     parts = [processor.batch_decode(model.generate(features[:1, a:e], segment_seconds=float("inf"), **options),
                                     skip_special_tokens=True)[0] for a, e in spans]  # fmt: skip
     whole = model.generate(features, attention_mask=mask, segment_seconds=10.0, **options)
@@ -64,6 +69,19 @@ def test_every_long_enough_pause_is_a_cut():
     assert silence_segments(is_blank, max_frames=100, min_pause=5) == [(0, 13), (13, 20)]
     assert silence_segments(is_blank, max_frames=100, min_pause=2) == [(0, 5), (5, 13), (13, 20)]
     assert silence_segments([True] * 8 + [False] * 4, max_frames=100, min_pause=2) == [(0, 12)]  # not at the edges
+
+
+def test_segments_are_trimmed_to_their_speech_and_clicks_in_pauses_dropped():
+    #          pause(5)      speech(4)     pause(6)     click   pause(4)     speech(3)
+    is_blank = [True] * 5 + [False] * 4 + [True] * 6 + [False] + [True] * 4 + [False] * 3
+    segments = silence_segments(is_blank, max_frames=100, min_pause=3)
+    assert segments == [(0, 12), (12, 18), (18, 23)]
+    assert trim_pauses(segments, is_blank, margin=2) == [(3, 11), (13, 18), (18, 23)]
+    assert trim_pauses(segments, is_blank, margin=0) == [(5, 9), (15, 16), (20, 23)]
+    assert trim_pauses(segments, is_blank, margin=2, min_speech=2) == [(3, 11), (18, 23)]  # the click is not speech
+    assert trim_pauses([(0, 4)], [True] * 4, margin=1) == []  # nothing heard: nothing to decode
+    with pytest.raises(ValueError, match="margin"):
+        trim_pauses(segments, is_blank, margin=-1)
 
 
 def test_long_recordings_are_aligned_segment_by_segment(trained_dir, processor, signals):
