@@ -1381,6 +1381,7 @@ class SpeechSeqGenerationMixin(GenerationMixin):
             logger.warning("transcripts %s of this batch reached the limit of %d new tokens without [EOS]: they may "
                            "be cut short (raise max_new_tokens, or split the audio)", cut.nonzero().flatten().tolist(),
                            max_new_tokens)  # fmt: skip
+
     def _in_model_dir(self, path) -> str:
         """A relative path saved in the generation config names a file (the n-gram LM) or a directory (the fusion
         LM) inside the model's directory."""
