@@ -137,6 +137,7 @@ def test_the_demo_script_loads_and_its_decodings_name_their_models():
     decodings = demo.decodings(Path("ngram/lm.arpa"))
     assert "beam 10 + CTC + LM" not in decodings  # the character LM only with --lm_steps
     assert demo.decodings(Path("ngram/lm.arpa"), Path("lm"))["beam 10 + CTC + LM"]["lm"] == "lm"
-    assert decodings["beam 10 + CTC + n-gram"]["ngram_lm"] == str(Path("ngram/lm.arpa"))
+    assert decodings[demo.SAVED_DECODING]["ngram_lm"] == str(Path("ngram/lm.arpa"))
+    assert decodings[demo.SAVED_DECODING]["num_beams"] == 30  # the n-gram's words need a wider beam
     assert decodings["beam 10 + CTC"]["ctc_weight"] == 0.6
-    assert {demo._key(name) for name in decodings} >= {"beam10_ctc_ngram", "ctc_beam10_ngram", "greedy_ctc"}
+    assert {demo._key(name) for name in decodings} >= {"beam30_ctc_ngram", "ctc_beam10_ngram", "greedy_ctc"}
