@@ -204,10 +204,10 @@ def main():
                 for metric, value in error_rates(references, hypotheses).items():
                     results[f"{metric}_{split}_{_key(name)}"] = value
                 rtf[f"rtf_{split}_{_key(name)}"] = decoding_seconds / audio_seconds
-    best, greedy = SAVED_DECODING, "greedy CTC"  # chosen on dev (above), not on the splits reported here
+    saved, greedy = SAVED_DECODING, "greedy CTC"  # chosen on dev (above), not on the splits reported here
 
-    # the best decoding becomes the model's own: generate(), the pipeline and the Trainer use it from now on
-    save_setting(model_dir, all_decodings[best], all_decodings[best].get("lm"), all_decodings[best].get("ngram_lm"))
+    # the saved decoding becomes the model's own: generate(), the pipeline and the Trainer use it from now on
+    save_setting(model_dir, all_decodings[saved], all_decodings[saved].get("lm"), all_decodings[saved].get("ngram_lm"))
     asr = pipeline("automatic-speech-recognition", model=str(model_dir))
     (out / "samples").mkdir(exist_ok=True)
     rows = []
@@ -226,9 +226,9 @@ def main():
         "wer_test_unseen": results[f"wer_test_unseen_{_key(greedy)}"],
         "decoding": greedy,
         # the decoding chosen on dev, saved into the model
-        "cer_test_unseen_best": results[f"cer_test_unseen_{_key(best)}"],
-        "wer_test_unseen_best": results[f"wer_test_unseen_{_key(best)}"],
-        "best_decoding": best,
+        "cer_test_unseen_best": results[f"cer_test_unseen_{_key(saved)}"],
+        "wer_test_unseen_best": results[f"wer_test_unseen_{_key(saved)}"],
+        "best_decoding": saved,
         "decoding_options": {name: {k: v for k, v in o.items() if k not in ("lm", "ngram_lm")}
                              for name, o in all_decodings.items()},  # fmt: skip
         **results,
@@ -269,7 +269,7 @@ def main():
             k = _key(name)
             report.append(f"| {split} | {name} | {results[f'cer_{split}_{k}']:.1%} | {results[f'wer_{split}_{k}']:.1%} "
                           f"| {rtf[f'rtf_{split}_{k}']:.3f} |")  # fmt: skip
-    report += ["", f"| unseen voice | file | reference | pipeline transcript ({best}) |", "|---|---|---|---|"]
+    report += ["", f"| unseen voice | file | reference | pipeline transcript ({saved}) |", "|---|---|---|---|"]
     report += ["| " + " | ".join(row) + " |" for row in rows]
     report += ["", f"results in {out / 'results.json'}; the model loads with pipeline('automatic-speech-recognition', "
                    f"model='{model_dir}')"]  # fmt: skip
