@@ -144,6 +144,8 @@ def main(argv=None) -> dict:
     logger.info("held-out perplexity: %.3f per token, %.3f per character", results["perplexity_per_token"],
                 results["perplexity_per_character"])  # fmt: skip
     (Path(training_args.output_dir) / "lm_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    trainer.accelerator.wait_for_everyone()  # then the process group (if any) goes down in every process at once
+    trainer.end()
     return results
 
 

@@ -944,6 +944,10 @@ def main(argv=None):
         trainer.push_to_hub(**card)
     elif training_args.do_train:
         trainer.create_model_card(**card)
+    # the process group goes down here, every process at once: one left to exit while its peer still held gloo's
+    # connections was seen aborting (SIGABRT) after a finished two-process run
+    trainer.accelerator.wait_for_everyone()
+    trainer.end()
 
 
 if __name__ == "__main__":
