@@ -85,6 +85,7 @@ modeling_common = importlib.import_module(f"{PACKAGE}.test_modeling_common")
 configuration_common = importlib.import_module(f"{PACKAGE}.test_configuration_common")
 feature_extraction_common = importlib.import_module(f"{PACKAGE}.test_sequence_feature_extraction_common")
 floats_tensor, ids_tensor = modeling_common.floats_tensor, modeling_common.ids_tensor
+torch_device = modeling_common.torch_device  # transformers' own choice: the accelerator where there is one
 
 
 class SpeechSeqModelTester:
@@ -117,7 +118,7 @@ class SpeechSeqModelTester:
 
     def prepare_config_and_inputs(self):
         input_features = floats_tensor([self.batch_size, self.frames, 80])
-        attention_mask = torch.ones(self.batch_size, self.frames, dtype=torch.long)
+        attention_mask = torch.ones(self.batch_size, self.frames, dtype=torch.long, device=torch_device)
         attention_mask[-1, self.frames - 9 :] = 0  # one utterance padded
         decoder_input_ids = ids_tensor([self.batch_size, self.seq_length], self.vocab_size).clamp(5)
         decoder_input_ids[:, 0] = 3
@@ -149,7 +150,8 @@ class SpeechSeqModelTest(modeling_common.ModelTesterMixin, unittest.TestCase):
         inputs = super()._prepare_for_class(inputs_dict, model_class, return_labels=return_labels)
         if return_labels and model_class is SpeechSeqForConditionalGeneration:
             labels = inputs_dict["decoder_input_ids"][:, 1:].clone()
-            inputs["labels"] = torch.cat([labels, torch.full((len(labels), 1), 4)], dim=1)  # [EOS] ends each
+            eos = torch.full((len(labels), 1), 4, device=labels.device)
+            inputs["labels"] = torch.cat([labels, eos], dim=1)  # [EOS] ends each
         return inputs
 
     def test_hidden_states_output(self):
@@ -157,7 +159,7 @@ class SpeechSeqModelTest(modeling_common.ModelTesterMixin, unittest.TestCase):
         # takes it from frames to encoder frames (x4), as Speech2Text's, whose test overrides it the same way
         config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
         for model_class in self.all_model_classes:
-            model = model_class(config).eval()
+            model = model_class(config).to(torch_device).eval()
             with torch.no_grad():
                 outputs = model(**inputs, output_hidden_states=True)
             encoder, decoder = outputs.encoder_hidden_states, outputs.decoder_hidden_states
@@ -173,7 +175,7 @@ class SpeechSeqModelTest(modeling_common.ModelTesterMixin, unittest.TestCase):
         frames, tokens = self.model_tester.encoder_seq_length, self.model_tester.seq_length
         heads = config.encoder_attention_heads
         for model_class in self.all_model_classes:
-            model = model_class(config).eval()
+            model = model_class(config).to(torch_device).eval()
             with torch.no_grad():
                 outputs = model(**inputs, output_attentions=True)
             self.assertEqual(len(outputs.encoder_attentions), config.encoder_layers)
@@ -187,7 +189,7 @@ class SpeechSeqModelTest(modeling_common.ModelTesterMixin, unittest.TestCase):
             config._attn_implementation = "eager"  # transformers refuses output_attentions in an SDPA config
             config.output_attentions = True  # the config's setting is honoured when the call does not say
             with torch.no_grad():
-                self.assertIsNotNone(model_class(config).eval()(**inputs).encoder_attentions)
+                self.assertIsNotNone(model_class(config).to(torch_device).eval()(**inputs).encoder_attentions)
             config.output_attentions, config._attn_implementation = False, "sdpa"
 
     def test_config_output_options_are_honoured(self):
@@ -195,7 +197,7 @@ class SpeechSeqModelTest(modeling_common.ModelTesterMixin, unittest.TestCase):
         config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
         config.output_hidden_states, config.return_dict = True, False
         for model_class in self.all_model_classes:
-            model = model_class(config).eval()
+            model = model_class(config).to(torch_device).eval()
             with torch.no_grad():
                 output = model(**inputs)
                 self.assertIsInstance(output, tuple)
@@ -227,7 +229,7 @@ class SpeechSeqModelTest(modeling_common.ModelTesterMixin, unittest.TestCase):
             outputs = {}
             for implementation in ("eager", "sdpa"):
                 model = SpeechSeqForConditionalGeneration.from_pretrained(
-                    directory, attn_implementation=implementation).eval()  # fmt: skip
+                    directory, attn_implementation=implementation).to(torch_device).eval()  # fmt: skip
                 self.assertEqual(model.config._attn_implementation, implementation)
                 calls.clear()
                 with torch.no_grad():
