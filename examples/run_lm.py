@@ -28,7 +28,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 from speechseq import SpeechSeqForCausalLM, SpeechSeqLMConfig, load_tokenizer, normalize_text, special_token_ids
 from speechseq.data import load_corpus
 from speechseq.data.text_sources import corpus_sentences
-from speechseq.training import last_complete_checkpoint, log_to_file
+from speechseq.training import end_training, last_complete_checkpoint, log_to_file
 
 logger = logging.getLogger("speechseq.run_lm")
 
@@ -144,8 +144,7 @@ def main(argv=None) -> dict:
     logger.info("held-out perplexity: %.3f per token, %.3f per character", results["perplexity_per_token"],
                 results["perplexity_per_character"])  # fmt: skip
     (Path(training_args.output_dir) / "lm_results.json").write_text(json.dumps(results, indent=2) + "\n")
-    trainer.accelerator.wait_for_everyone()  # then the process group (if any) goes down in every process at once
-    trainer.end()
+    end_training(trainer)
     return results
 
 

@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 import transformers
+from accelerate.utils import DistributedType
 from datasets import Dataset, load_dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -62,7 +63,7 @@ from .tokenization_speechseq import load_tokenizer, special_token_ids, suppresse
 
 __all__ = ["ModelArguments", "DataArguments", "SpeechSeqTrainingArguments", "SpeechSeqTrainer", "WallClockBudget",
            "Stage", "ProgressiveTraining", "read_stages", "main", "build_processor_and_model", "load_split",
-           "log_to_file"]  # fmt: skip
+           "log_to_file", "end_training"]  # fmt: skip
 
 logger = logging.getLogger("speechseq.training")
 _LOG_HANDLERS: list[logging.Handler] = []  # those log_to_file installed last
@@ -782,6 +783,18 @@ def last_complete_checkpoint(output_dir) -> str | None:
     return None
 
 
+def end_training(trainer) -> None:
+    """Wait for every process, then end the Trainer (its trackers and the process group) in all of them at once: a
+    process left to exit while its peer still held gloo's connections was seen aborting (SIGABRT) after a finished
+    two-process run. On the CPU the barrier is torch's own: accelerate before 1.16 passes CUDA device ids to a gloo
+    barrier, which fails ("invalid device ordinal") where CPU processes outnumber the machine's GPUs."""
+    if trainer.accelerator.distributed_type == DistributedType.MULTI_CPU:
+        torch.distributed.barrier()
+    else:
+        trainer.accelerator.wait_for_everyone()
+    trainer.end()
+
+
 def _feature_stream(rows):
     """Arguments for `fit_global_stats`: each training row's audio or filterbank, read one at a time."""
     first = rows[0]
@@ -944,10 +957,7 @@ def main(argv=None):
         trainer.push_to_hub(**card)
     elif training_args.do_train:
         trainer.create_model_card(**card)
-    # the process group goes down here, every process at once: one left to exit while its peer still held gloo's
-    # connections was seen aborting (SIGABRT) after a finished two-process run
-    trainer.accelerator.wait_for_everyone()
-    trainer.end()
+    end_training(trainer)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import torch
 from transformers import TrainerControl, TrainerState, pipeline
 
 from speechseq import SpeechSeqFeatureExtractor, SpeechSeqForConditionalGeneration
-from speechseq.training import WallClockBudget, main
+from speechseq.training import WallClockBudget, end_training, main
 
 from conftest import TRANSCRIPTS
 
@@ -66,6 +66,29 @@ def run_script(args, env_extra=None, **kwargs):
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
+def failure_excerpt(log: str) -> str:
+    """What a failed launch said: the other ranks' own lines first (the rank that failed first is often not the
+    one whose error ends the log), then the end of the log."""
+    others = [line for line in log.splitlines() if line.startswith("[rank") and not line.startswith("[rank0]")]
+    return "\n".join(others[:60]) + "\n...\n" + log[-2000:]
+
+
+@pytest.mark.parametrize("distributed_type", ["MULTI_CPU", "MULTI_GPU", "NO"])
+def test_end_training_waits_for_every_process_then_ends(monkeypatch, distributed_type):
+    # on the CPU the barrier must not name devices: accelerate before 1.16 passes CUDA device ids to a gloo barrier,
+    # which failed ("invalid device ordinal") with two CPU processes on a machine with one GPU (2026-12-04, H200)
+    from accelerate.utils import DistributedType
+
+    calls = []
+    monkeypatch.setattr(torch.distributed, "barrier", lambda *args, **kwargs: calls.append(("torch", args, kwargs)))
+    accelerator = type("Accelerator", (), {"distributed_type": DistributedType[distributed_type],
+                                           "wait_for_everyone": lambda self: calls.append(("accelerate",))})()
+    trainer = type("Trainer", (), {"accelerator": accelerator, "end": lambda self: calls.append(("end",))})()
+    end_training(trainer)
+    first = ("torch", (), {}) if distributed_type == "MULTI_CPU" else ("accelerate",)
+    assert calls == [first, ("end",)]
+
+
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "examples", "run_speech_recognition_seq2seq.py")
 
 
@@ -81,7 +104,7 @@ def test_accelerate_launch_with_two_cpu_processes(manifest, tmp_path):
                           *data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "4",
                           "--save_steps", "1000", "--logging_steps", "1", "--use_cpu"])  # fmt: skip
     log, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, log[-3000:]
+    assert process.returncode == 0, failure_excerpt(log)
     state = json.loads((out / "trainer_state.json").read_text())
     # 16 rows in batches of 4 on each of 2 processes: 2 steps an epoch, so 4 steps are 2 epochs (1 on one process)
     assert state["global_step"] == 4 and state["epoch"] == 2.0
@@ -109,7 +132,7 @@ def test_two_processes_train_whatever_parameters_go_without_a_gradient(manifest,
                           "--gradient_checkpointing", "--save_steps", "1000", "--logging_steps", "1", "--use_cpu",
                           *flags])  # fmt: skip
     log, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, log[-3000:]
+    assert process.returncode == 0, failure_excerpt(log)
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
 
 
@@ -122,7 +145,7 @@ def test_frame_batches_and_a_schedule_on_the_clock_under_two_processes(manifest,
                           "--schedule_by_time", "--save_steps", "1000", "--logging_steps", "1",
                           "--use_cpu"])  # fmt: skip
     log, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, log[-3000:]
+    assert process.returncode == 0, failure_excerpt(log)
     state = json.loads((out / "trainer_state.json").read_text())
     # 16 one-second rows, 3 to a 300-frame batch: 6 batches, 3 for each of 2 processes an epoch
     assert state["global_step"] == 6 and state["epoch"] == 2.0
@@ -241,7 +264,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(manifest, tmp_path):
     assert checkpoints and max(checkpoints) < 40, "the run finished before it could be killed"
     resumed = run_script(command)
     log, _ = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, log[-3000:]
+    assert resumed.returncode == 0, failure_excerpt(log)
     assert f"resuming from {out}/checkpoint-" in log
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 40
 
