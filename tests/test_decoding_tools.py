@@ -146,3 +146,18 @@ def test_the_demo_script_loads_and_its_decodings_name_their_models():
     assert (saved_over_whisper["ctc_weight"], saved_over_whisper["ngram_weight"]) == (0.8, 1.1)
     assert saved_over_whisper["num_beams"] == 30 and over_whisper["beam 10 + CTC"] == decodings["beam 10 + CTC"]
     assert {demo._key(name) for name in decodings} >= {"beam30_ctc_ngram", "ctc_beam10_ngram", "greedy_ctc"}
+
+
+def test_the_demo_trains_all_of_a_whisper_encoder_at_its_own_rate_or_only_its_last_layers():
+    import demo
+
+    def value(flags, name):
+        return flags[flags.index(name) + 1] if name in flags else None
+
+    assert demo.WHISPER_TRAINABLE_LAYERS == 0  # frozen: what transfers to recorded speech (README, real recordings)
+    every = demo.whisper_flags("tiny.en", None)
+    assert value(every, "--pretrained_encoder") == "tiny.en" and value(every, "--trainable_encoder_layers") is None
+    assert json.loads(value(every, "--learning_rates")) == demo.WHISPER_LEARNING_RATES
+    frozen = demo.whisper_flags("tiny.en", 0)  # no learning rate for parameters that do not train
+    assert value(frozen, "--trainable_encoder_layers") == "0" and value(frozen, "--learning_rates") is None
+    assert value(demo.whisper_flags("tiny.en", 2), "--learning_rates") is not None
