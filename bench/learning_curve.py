@@ -121,6 +121,16 @@ VARIANTS = {
     # Komatsu 2021): a regulariser for a model at its floor, measured before only on the recipe of 2026-12-01
     "transformer+front32+frames+noise+freq_masks+interctc": Variant(config={**FRONT_32, **INTERCTC}, flags=(
         *FRAMES, *NOISE, *FREQ_MASKS)),
+    # and the channels of recorded speech the corpus never has: a telephone or wide-band codec's band (300-3400 Hz or
+    # 50-7000 Hz) and a synthetic room (RT60 0.2-0.7 s), each on 30% of the utterances, beside the noise
+    "transformer+front32+frames+noise+freq_masks+interctc+channel": Variant(config={**FRONT_32, **INTERCTC}, flags=(
+        *FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({"noise_probability": 0.5, "band_limit_probability": 0.3,
+                                                            "reverb_probability": 0.3}))),
+    # and vocal-tract-length perturbation (warps of 0.9 to 1.1, in the model, free): voices for the channels
+    "transformer+front32+frames+noise+freq_masks+interctc+channel+vtlp": Variant(
+        config={**FRONT_32, **INTERCTC, "vtlp_warp": 0.1}, flags=(
+            *FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({
+                "noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3}))),
     "conformer": Variant(config=CONFORMER),
     # a Conformer as cheap as a Transformer block: two half-step feed-forwards of half the width (together the
     # Transformer's one), with the demo's front end and frame batches

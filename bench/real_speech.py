@@ -14,6 +14,8 @@ transcripts from sources that install offline (`bench/work/real_speech`), none o
              author's prompts without disfluency tags
 For each model: greedy CTC and the decoding saved in its generation config; with `--whisper_tiny_en`, Whisper tiny.en
 itself (faster-whisper, beam 5) for reference. References and hypotheses go through speechseq's `normalize_text`.
+`--split dev` or `--split test` takes one fixed half of the recordings (by a hash of each one's source and id): choices
+made on recorded speech (an augmentation, how much of an encoder to train) are made on `dev` and reported on `test`.
 Writes `bench/results/real_speech.json` (per source and over all) and prints the table.
 """
 
@@ -26,6 +28,7 @@ import re
 import tarfile
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 
 import torch
@@ -110,6 +113,12 @@ def aligner(data: Path) -> list[dict]:
             for name, text in sorted(transcripts.items()) if (data / "wav" / f"{name}.flac").is_file()]  # fmt: skip
 
 
+def half(row: dict) -> str:
+    """`"dev"` or `"test"`: a fixed half of the recordings, drawn from the source and id alone (so a recording keeps
+    its half however many others there are), on which choices are made and reported apart."""
+    return ("dev", "test")[zlib.crc32(f"{row['source']}/{row['id']}".encode()) % 2]
+
+
 def build(work_dir: Path) -> list[dict]:
     missing = ensure_debian_packages(PACKAGES)
     if missing:
@@ -128,11 +137,13 @@ def main():
     parser.add_argument("--whisper_tiny_en", action="store_true", help="add Whisper tiny.en itself (faster-whisper)")
     parser.add_argument("--work_dir", default="bench/work/real_speech")
     parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--split", choices=["dev", "test", "all"], default="all",
+                        help="one half of the recordings: choose on dev, report on test")
     parser.add_argument("--output", help="default: bench/results/real_speech.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    rows = build(Path(args.work_dir))
+    rows = [row for row in build(Path(args.work_dir)) if args.split in ("all", half(row))]
     sources = sorted({row["source"] for row in rows})
     logger.info("%d recordings, %.1f minutes: %s", len(rows), sum(len(r["audio"]) for r in rows) / 16000 / 60,
                 ", ".join(f"{s} {sum(r['source'] == s for r in rows)}" for s in sources))  # fmt: skip
@@ -156,7 +167,8 @@ def main():
         for source in [*sources, "all"]:
             chosen = [i for i, row in enumerate(rows) if source in ("all", row["source"])]
             rates = error_rates([rows[i]["text"] for i in chosen], [hypotheses[i] for i in chosen])
-            records.append({"system": system, "source": source, "utterances": len(chosen), **rates})
+            records.append({"system": system, "split": args.split, "source": source, "utterances": len(chosen),
+                            **rates})
         records[-1]["rtf"] = seconds / (sum(len(row["audio"]) for row in rows) / 16000)
         logger.info("%s: CER %.1f%%, WER %.1f%% over all, real-time factor %.3f", system, 100 * records[-1]["cer"],
                     100 * records[-1]["wer"], records[-1]["rtf"])  # fmt: skip

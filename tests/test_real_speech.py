@@ -62,3 +62,13 @@ def test_aligner_transcripts_with_disfluency_tags_are_left_out(tmp_path):
     assert sorted((row["id"], row["text"]) for row in rows) == [
         ("61-70968-0000", "he began a confused complaint"), ("mfa_putty", "m f a is like putty"),
         ("multilingual_ipa_us", "uh with only like four games to go")]  # fmt: skip
+
+
+def test_halves_are_fixed_by_source_and_id_and_share_every_source():
+    rows = [{"source": source, "id": f"{source}-{i}"} for source in ("telephone", "aligner") for i in range(40)]
+    halves = [real_speech.half(row) for row in rows]
+    assert halves == [real_speech.half(dict(row)) for row in reversed(rows)][::-1]
+    assert set(halves) == {"dev", "test"}
+    for source in ("telephone", "aligner"):
+        share = sum(h == "dev" for h, row in zip(halves, rows) if row["source"] == source) / 40
+        assert 0.25 < share < 0.75
