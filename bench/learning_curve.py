@@ -147,6 +147,15 @@ VARIANTS = {
                               flags=("--trainable_encoder_layers", "0", *FRAMES)),
     "whisper-frozen-256": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True,
                                   flags=("--trainable_encoder_layers", "0", *FRAMES)),
+    # the frozen encoder's heads trained on the from-scratch demo's waveform augmentation (noise on half the
+    # utterances, band limits and a room on 30% each): heads that have heard the encoder's view of other channels
+    "whisper-frozen-256+noise+channel": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True, flags=(
+        "--trainable_encoder_layers", "0", *FRAMES, "--augmentation", json.dumps({
+            "noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3}))),
+    # only its last layer trained, at a tenth of the heads' learning rate: a little of the encoder for the task,
+    # little room to forget
+    "whisper-256-last1-1e-4": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True, flags=(
+        "--trainable_encoder_layers", "1", "--learning_rates", json.dumps({"model.encoder.whisper": 1e-4}), *FRAMES)),
     "whisper-256-last2": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True,
                                  flags=("--trainable_encoder_layers", "2", *FRAMES)),
     "whisper-frozen-256-lr3e-3": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True,
