@@ -66,8 +66,8 @@ FRAMES_PER_BATCH = 4600
 # "A cheaper step and a better recipe")
 # and the channels of recorded speech, which no TTS split has: a telephone or wide-band codec's band and a synthetic
 # room, each on 30% of the utterances: on the dev half of the recorded speech of bench/real_speech.py, greedy CTC
-# 59.0% CER against 62.5% in two runs without (telephone 58.6% against 62.5-62.9%), though 3 points worse on the TTS
-# test_unseen (README, "Measured: real recordings")
+# 57.7-59.0% CER in three runs against 62.5% in two without (the test half, read after the choice: 59.0-60.8% against
+# 63.4-64.1%), though 3-5 points worse on the TTS splits (README, "Measured: real recordings")
 AUGMENTATION = {"noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3}
 # and SpecAugment's frequency masks (two of up to 15 mel bins; no time masks): 1.9-3.2 points lower test_unseen CER at
 # the demo's 17 minutes than noise alone, in two runs (README, "A cheaper step and a better recipe")
