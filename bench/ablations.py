@@ -3,10 +3,10 @@
     python bench/ablations.py --corpus_dir bench/work/full/corpus --work_dir bench/work/ablations --minutes 20 \\
         --throughput bench/results/full/training_throughput.json
 
-Every variant is the `small` preset trained by `speechseq-train` with `equal_budget.py`'s flags (same corpus, same
-wall-clock minutes, the schedule sized from the baseline's measured rate), then decoded the same way on `test_unseen`:
-greedy (the attention decoder), greedy CTC, and beam 10 with CTC weight 0.5 (no language model, so that the decoder
-started from one gains nothing at decoding time).
+Every variant is the `small` preset trained by `speechseq-train` with `equal_budget.train`'s flags (those Speech2Text
+trains with there: same corpus, same wall-clock minutes, the schedule sized from the baseline's measured rate), then
+decoded the same way on `test_unseen`: greedy (the attention decoder), greedy CTC, and beam 10 with CTC weight 0.5
+(no language model, so that the decoder started from one gains nothing at decoding time).
 
   baseline       the default model
   decoder_lm     decoder started from a language model of its shape (`examples/run_lm.py` on the training text,

@@ -1,15 +1,20 @@
-"""Accuracy at an equal training budget: speechseq's `small` preset against transformers' Speech2Text of the same
-shape, each trained by `speechseq-train` on the same corpus with the same flags for the same wall-clock minutes.
+"""Accuracy at an equal training budget: speechseq with the demo's model and recipe against transformers'
+Speech2Text of the `small` shape, each trained by `speechseq-train` on the same corpus for the same wall-clock minutes.
 
     python bench/equal_budget.py --corpus_dir bench/work/corpus --work_dir bench/work --minutes 45 \\
         --throughput bench/results/training_throughput.json
 
-Each model trains in a process of its own until `--minutes` are spent (`--max_train_minutes`); its learning-rate
-schedule (warm-up, cosine) is sized to the steps it can take in that time, from the training-throughput benchmark's
-measured rate (`--throughput`) or `--max_steps`. SpecAugment is off for both (Speech2Text has none; at these budgets
-it slows learning). Then, for speechseq: a character language model (`examples/run_lm.py`, not counted in the
-budget), fusion weights tuned on dev (`examples/tune_decoding.py`), a word 4-gram LM (`examples/build_ngram_lm.py`,
-seconds) with its weight tuned on dev over the tuned setting, and decoding of `test_seen` / `test_unseen`:
+Each model trains in a process of its own until `--minutes` are spent (`--max_train_minutes`). speechseq trains as
+`make demo` does (`examples/demo.py`: its model, waveform augmentation and frequency masks, batches by frames, the
+cosine schedule on the budget's clock): what won the trials at an equal budget. Speech2Text trains as it always has
+here (`--preset`, `--batch_size`, `--learning_rate`, no SpecAugment: it has none), its learning-rate schedule
+(warm-up, cosine) sized to the steps it can take in the minutes, from the training-throughput benchmark's measured
+rate (`--throughput`) or `--max_steps`. `--systems speechseq` trains and decodes speechseq alone and keeps the
+Speech2Text figures of the earlier `--output` (its corpus built by the same seeded command; new versions of the TTS
+engines can move it by seconds). Then, for speechseq: a character language model (`examples/run_lm.py`, not counted
+in the budget), fusion weights tuned on dev (`examples/tune_decoding.py`), a word 4-gram LM
+(`examples/build_ngram_lm.py`, seconds) with its weight tuned on dev over the tuned setting at the demo's beam width
+for it (30), and decoding of `test_seen` / `test_unseen`:
   speechseq   greedy (attention decoder), greedy_ctc (the CTC head), best (beam + CTC + LM, the tuned weights),
               best_ngram (the same + the word n-gram LM)
   speech2text greedy, beam10 (transformers' beam search: its best)
@@ -33,30 +38,43 @@ from speechseq.evaluation import error_rates, transcribe
 
 from common import RESULTS, builtin_generate, run_process, write_results
 
+sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
+from demo import NGRAM, from_scratch_flags, recipe_flags  # noqa: E402
+
 logger = logging.getLogger("bench.equal_budget")
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 TUNED = ("num_beams", "ctc_weight", "lm_weight", "length_bonus", "length_penalty")
 TUNED_WITHOUT_NGRAM = "tuned_without_ngram.json"
+SYSTEMS = ("speechseq", "speech2text")
 # the demo's language model recipe (examples/demo.py)
 LM = {"d_model": 128, "decoder_layers": 2, "decoder_ffn_dim": 512, "dropout": 0.0}
 
 
 def train(architecture: str, args, output_dir: Path, max_steps: int, extra: list[str] = ()) -> dict:
     """Train `architecture` with the equal-budget flags (and `extra` ones) in a process of its own."""
-    command = [
-        sys.executable, "-m", "speechseq.training", "--corpus_dir", args.corpus_dir, "--output_dir", str(output_dir),
-        "--architecture", architecture, "--preset", args.preset, "--do_train",
-        "--max_steps", str(max_steps), "--max_train_minutes", str(args.minutes),
+    flags = [
+        "--preset", args.preset, "--max_steps", str(max_steps), "--max_train_minutes", str(args.minutes),
         "--per_device_train_batch_size", str(args.batch_size), "--learning_rate", str(args.learning_rate),
         "--warmup_steps", str(max(1, max_steps // 10)), "--lr_scheduler_type", "cosine", "--weight_decay", "0.01",
-        "--spec_augment_freq_masks", "0", "--spec_augment_time_masks", "0", "--save_strategy", "no",
-        "--report_to", "none", "--logging_steps", "50", "--seed", "0", "--train_sampling_strategy", "group_by_length",
-        "--length_column_name", "length", "--dataloader_num_workers", "1", *extra,
+        "--spec_augment_freq_masks", "0", "--spec_augment_time_masks", "0", "--seed", "0",
+        "--train_sampling_strategy", "group_by_length", "--length_column_name", "length",
+        "--dataloader_num_workers", "1", *extra,
+    ]  # fmt: skip
+    return {"max_steps": max_steps, **run_training(architecture, args.corpus_dir, output_dir, flags)}
+
+
+def run_training(architecture: str, corpus_dir: str, output_dir: Path, flags: list[str]) -> dict:
+    """`speechseq-train` of `architecture` with `flags`, in a process of its own, saving only at the end: its steps,
+    epochs, wall time and peak memory."""
+    command = [
+        sys.executable, "-m", "speechseq.training", "--corpus_dir", corpus_dir, "--output_dir", str(output_dir),
+        "--architecture", architecture, "--do_train", "--save_strategy", "no", "--report_to", "none",
+        "--logging_steps", "50", *flags,
     ]  # fmt: skip
     result = run_process(command, output_dir.with_suffix(".log"))
     state = json.loads((output_dir / "trainer_state.json").read_text())
-    return {"max_steps": max_steps, "steps": state["global_step"], "epochs": state["epoch"], **result}
+    return {"steps": state["global_step"], "epochs": state["epoch"], **result}
 
 
 def planned_steps(architecture: str, args) -> int:
@@ -108,29 +126,47 @@ def main():
     parser.add_argument("--output", help="default: bench/results/equal_budget.json")
     parser.add_argument("--decode_only", action="store_true",
                         help="decode what --work_dir holds again; training figures from the earlier --output")
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS),
+                        help="train and decode these; the others' figures come from the earlier --output")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    earlier_path = Path(args.output or RESULTS / "equal_budget.json")
+    kept = [system for system in SYSTEMS if system not in args.systems]
+    if (args.decode_only or kept) and not earlier_path.is_file():
+        raise ValueError(f"--decode_only and --systems {' '.join(args.systems)} take figures from an earlier "
+                         f"--output, and {earlier_path} is not there")  # fmt: skip
+    earlier = json.loads(earlier_path.read_text()) if args.decode_only or kept else {}
     if args.decode_only:
-        earlier = json.loads(Path(args.output or RESULTS / "equal_budget.json").read_text())
-        report = decode_all(args, work, earlier["training"])
+        report = decode_all(args, work, earlier["training"], earlier)
         report["training_run"] = earlier.get("training_run", earlier["run"])  # when and where the models trained
     else:
-        report = decode_all(args, work, train_all(args, work))
+        report = decode_all(args, work, train_all(args, work, earlier), earlier)
+    for system in kept:  # where the figures of the systems not run this time come from
+        report.setdefault("kept_runs", {})[system] = earlier.get("kept_runs", {}).get(system) or {
+            "trained": earlier.get("training_run", earlier["run"]), "decoded": earlier["run"]}
     path = write_results("equal_budget", report, args.output)
-    logger.info("speechseq best / Speech2Text best WER on test_unseen: %.2f (target <= 0.75); wrote %s",
+    logger.info("speechseq's best / Speech2Text's best WER on test_unseen: %.2f (target <= 0.75); wrote %s",
                 report["wer_ratio_test_unseen"], path)  # fmt: skip
 
 
-def train_all(args, work: Path) -> dict:
-    """Train both models for the budget, then the language model; tune the fusion weights on dev (saved into the
-    speechseq model's generation_config). Returns each model's training figures."""
-    training = {}
-    for architecture in ("speechseq", "speech2text"):
+def train_all(args, work: Path, earlier: dict) -> dict:
+    """Train `--systems` for the budget (the others' figures from `earlier`), then the language model; tune the
+    fusion weights on dev (saved into the speechseq model's generation_config). Returns each model's training
+    figures."""
+    training = {system: earlier["training"][system] for system in SYSTEMS if system not in args.systems}
+    for architecture in args.systems:
         logger.info("training %s for %.1f minutes", architecture, args.minutes)
-        training[architecture] = train(architecture, args, work / architecture, planned_steps(architecture, args))
+        if architecture == "speechseq":  # the demo's model and recipe
+            flags = [*from_scratch_flags(), *recipe_flags(args.minutes)]
+            training[architecture] = {**run_training(architecture, args.corpus_dir, work / architecture, flags),
+                                      "flags": flags}  # fmt: skip
+        else:
+            training[architecture] = train(architecture, args, work / architecture, planned_steps(architecture, args))
         logger.info("%s: %s", architecture, json.dumps(training[architecture]))
+    if "speechseq" not in args.systems:
+        return training
 
     model_dir, lm_dir = work / "speechseq", work / "lm"
     logger.info("training the language model (%d steps) and tuning the fusion weights on dev", args.lm_steps)
@@ -151,7 +187,10 @@ def train_all(args, work: Path) -> dict:
 
     # the best setting without a word LM stays the "best" row; the n-gram's weight is tuned on top of it
     tuned = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).generation_config
-    (work / TUNED_WITHOUT_NGRAM).write_text(json.dumps({key: getattr(tuned, key) for key in (*TUNED, "lm")}))
+    setting = {key: getattr(tuned, key) for key in TUNED}
+    # the saved LM's path is relative to the model directory (a portable model); generate(lm=...) takes it from here
+    setting["lm"] = str(model_dir / tuned.lm) if tuned.lm else None
+    (work / TUNED_WITHOUT_NGRAM).write_text(json.dumps(setting))
     ngram_lm = work / "ngram" / "lm.arpa"
     logger.info("building the word n-gram LM and tuning its weight on dev")
     run_process([sys.executable, str(EXAMPLES / "build_ngram_lm.py"), "--corpus_dir", args.corpus_dir, "--output",
@@ -159,43 +198,34 @@ def train_all(args, work: Path) -> dict:
     run_process([
         sys.executable, str(EXAMPLES / "tune_decoding.py"), "--model_dir", str(model_dir), "--corpus_dir",
         args.corpus_dir, "--lm", str(lm_dir), "--max_utterances", str(args.tune_utterances),
-        "--num_beams", str(tuned.num_beams), "--ctc_weights", str(tuned.ctc_weight), "--lm_weights",
+        "--num_beams", str(NGRAM["num_beams"]), "--ctc_weights", str(tuned.ctc_weight), "--lm_weights",
         str(tuned.lm_weight), "--length_bonuses", str(tuned.length_bonus), "--ngram_lm", str(ngram_lm),
         "--ngram_weights", *map(str, args.ngram_weights),
     ], work / "tune_ngram.log")  # fmt: skip
     return training
 
 
-def decode_all(args, work: Path, training: dict) -> dict:
-    """Decode `test_seen` and `test_unseen` with both models every way the comparison uses: the report."""
-    model_dir = work / "speechseq"
-    ours = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).eval()
-    tuned = {key: getattr(ours.generation_config, key, None) for key in (*TUNED, "ngram_weight")}
-    without_ngram = work / TUNED_WITHOUT_NGRAM  # the setting before the n-gram's tuning (absent in older work dirs)
-    best = json.loads(without_ngram.read_text()) if without_ngram.is_file() else {}
-    best = {**best, "ngram_weight": 0.0, "word_bonus": 0.0}
-    theirs = AutoModelForSpeechSeq2Seq.from_pretrained(work / "speech2text").eval()
-    processors = {name: SpeechSeqProcessor.from_pretrained(work / name) for name in ("speechseq", "speech2text")}
+def decode_all(args, work: Path, training: dict, earlier: dict) -> dict:
+    """Decode `test_seen` and `test_unseen` with `--systems` every way the comparison uses (the other systems'
+    records from `earlier`): the report."""
+    records = [record for record in earlier.get("results", []) if record["system"] not in args.systems]
+    tuned = earlier.get("tuned_decoding")
     corpus = load_corpus(args.corpus_dir)
-    records = []
-    for split in ("test_seen", "test_unseen"):
-        rows = corpus[split]
-        if args.eval_utterances:
-            rows = rows.select(range(min(args.eval_utterances, len(rows))))
-        ours_on = functools.partial(decode, "speechseq", split=split, model=ours, processor=processors["speechseq"],
-                                    rows=rows)  # fmt: skip
-        theirs_on = functools.partial(decode, "speech2text", split=split, model=theirs,
-                                      processor=processors["speech2text"], rows=rows,
-                                      generate=functools.partial(builtin_generate, theirs))  # fmt: skip
-        records += [
-            # ngram_weight=0: the tuned generation_config holds the n-gram, which would turn both into searches with it
-            ours_on("greedy", num_beams=1, ctc_weight=0.0, lm_weight=0.0, length_bonus=0.0, ngram_weight=0.0),
-            ours_on("greedy_ctc", decoding="ctc", num_beams=1, ngram_weight=0.0),
-            ours_on("best", **best),  # the tuned search and its LM, without the word n-gram LM
-            *([ours_on("best_ngram")] if tuned["ngram_weight"] else []),  # the saved generation_config
-            theirs_on("greedy", num_beams=1),
-            theirs_on("beam10", num_beams=10),
-        ]
+    for system in args.systems:
+        decodings = decode_speechseq if system == "speechseq" else decode_speech2text
+        model_dir = work / system
+        model = AutoModelForSpeechSeq2Seq.from_pretrained(model_dir).eval()
+        processor = SpeechSeqProcessor.from_pretrained(model_dir)
+        if system == "speechseq":
+            tuned = {key: getattr(model.generation_config, key, None) for key in (*TUNED, "ngram_weight")}
+        for split in ("test_seen", "test_unseen"):
+            rows = corpus[split]
+            if args.eval_utterances:
+                rows = rows.select(range(min(args.eval_utterances, len(rows))))
+            records += decodings(work, functools.partial(decode, system, split=split, model=model,
+                                                         processor=processor, rows=rows))  # fmt: skip
+
+    decodings = {system: {r["decoding"] for r in records if r["system"] == system} for system in SYSTEMS}
 
     def wer(system, decoding):
         return next(r["wer"] for r in records if (r["system"], r["decoding"], r["split"]) == (system, decoding,
@@ -208,10 +238,33 @@ def decode_all(args, work: Path, training: dict) -> dict:
         "corpus_hours": sum(corpus["train"]["duration"]) / 3600,
         "training": training,
         "tuned_decoding": tuned,
-        "results": records,
-        # ours at its best against Speech2Text at its best, test_unseen (target at most 0.75)
-        "wer_ratio_test_unseen": wer("speechseq", "best") / min(wer("speech2text", d) for d in ("greedy", "beam10")),
+        "results": sorted(records, key=lambda r: (SYSTEMS.index(r["system"]), r["split"] != "test_seen")),
+        # ours at its best (with the word n-gram LM where tuning gave it a weight) against Speech2Text at its best,
+        # test_unseen (target at most 0.75)
+        "wer_ratio_test_unseen": min(wer("speechseq", d) for d in ("best", "best_ngram") if d in decodings["speechseq"])
+        / min(wer("speech2text", d) for d in ("greedy", "beam10")),
     }
+
+
+def decode_speechseq(work: Path, decode_on) -> list[dict]:
+    """speechseq's decodings, `decode_on(name, **generate_options)` on one split: greedy with each head, the tuned
+    search without the word n-gram LM and, where tuning gave the n-gram a weight, the saved one (with it)."""
+    model = decode_on.keywords["model"]
+    without_ngram = work / TUNED_WITHOUT_NGRAM  # the setting before the n-gram's tuning (absent in older work dirs)
+    best = json.loads(without_ngram.read_text()) if without_ngram.is_file() else {}
+    return [
+        # ngram_weight=0: the tuned generation_config holds the n-gram, which would turn both into searches with it
+        decode_on("greedy", num_beams=1, ctc_weight=0.0, lm_weight=0.0, length_bonus=0.0, ngram_weight=0.0),
+        decode_on("greedy_ctc", decoding="ctc", num_beams=1, ngram_weight=0.0),
+        decode_on("best", **best, ngram_weight=0.0, word_bonus=0.0),  # the tuned search and its LM, no word n-gram
+        *([decode_on("best_ngram")] if getattr(model.generation_config, "ngram_weight", None) else []),
+    ]
+
+
+def decode_speech2text(work: Path, decode_on) -> list[dict]:
+    """Speech2Text's decodings with transformers' own generate(): greedy and its best, a beam of 10."""
+    generate = functools.partial(builtin_generate, decode_on.keywords["model"])
+    return [decode_on("greedy", generate=generate, num_beams=1), decode_on("beam10", generate=generate, num_beams=10)]
 
 
 if __name__ == "__main__":

@@ -150,6 +150,26 @@ def split_decodings(split: str, all_decodings: dict[str, dict]) -> list[str]:
     return [name for name in all_decodings if split != "test_seen" or name in SEEN_DECODINGS]
 
 
+def from_scratch_flags(config_overrides: dict | None = None) -> list[str]:
+    """speechseq-train's model flags for the from-scratch model (MODEL, with `config_overrides` over it) and its
+    augmentation; bench/equal_budget.py trains speechseq with these too."""
+    return ["--preset", "small", "--config_overrides", json.dumps({**MODEL, **(config_overrides or {})}),
+            "--augmentation", json.dumps(AUGMENTATION), *FREQUENCY_MASKS]  # fmt: skip
+
+
+def recipe_flags(train_minutes: float) -> list[str]:
+    """speechseq-train's flags that both roads train with: `train_minutes` of wall-clock time, the cosine schedule
+    (10% warm-up) on the budget's clock (the steps are only a cap), batches of FRAMES_PER_BATCH frames, shortest
+    first in the first epoch, no time masks."""
+    return [
+        "--spec_augment_time_masks", "0",
+        "--max_train_minutes", str(train_minutes), "--schedule_by_time", "--max_steps", "100000",
+        "--warmup_steps", "0.1", "--lr_scheduler_type", "cosine", "--learning_rate", str(LEARNING_RATE),
+        "--max_frames_per_batch", str(FRAMES_PER_BATCH), "--sortagrad", "--weight_decay", "0.01",
+        "--dataloader_num_workers", "1", "--dataloader_persistent_workers", "--seed", "0",
+    ]  # fmt: skip
+
+
 def whisper_flags(pretrained_encoder: str, trainable_layers: int | None = None) -> list[str]:
     """speechseq-train's model flags over a pretrained Whisper encoder: only its last `trainable_layers` trained (0:
     frozen, and no learning rate of its own), or all of it (None) at WHISPER_LEARNING_RATES."""
@@ -188,23 +208,17 @@ def main():
     with phase("corpus", seconds):
         corpus = build_corpus(corpus_dir, hours=args.hours, eval_utterances=200, seed=0, engines=engines)
     model_dir, lm_dir, ngram_lm = out / "model", out / "lm", out / "ngram" / "lm.arpa"
+    overrides = json.loads(args.config_overrides)
     if args.pretrained_encoder:
-        model_config = {**WHISPER_MODEL, **json.loads(args.config_overrides)}
-        model_flags = whisper_flags(args.pretrained_encoder, args.trainable_encoder_layers)
+        model_flags = [*whisper_flags(args.pretrained_encoder, args.trainable_encoder_layers),
+                       "--config_overrides", json.dumps({**WHISPER_MODEL, **overrides})]  # fmt: skip
     else:
-        model_config = {**MODEL, **json.loads(args.config_overrides)}
-        model_flags = ["--preset", "small", "--augmentation", json.dumps(AUGMENTATION), *FREQUENCY_MASKS]
+        model_flags = from_scratch_flags(overrides)
     with phase("training", seconds):
         train([
             "--corpus_dir", str(corpus_dir), "--output_dir", str(model_dir), *model_flags,
-            "--config_overrides", json.dumps(model_config),
-            "--spec_augment_time_masks", "0", "--do_train",
-            # the cosine schedule (10% warm-up) runs on the budget's clock; the steps are only a cap
-            "--max_train_minutes", str(args.train_minutes), "--schedule_by_time", "--max_steps", "100000",
-            "--warmup_steps", "0.1", "--lr_scheduler_type", "cosine", "--learning_rate", str(LEARNING_RATE),
-            "--max_frames_per_batch", str(FRAMES_PER_BATCH), "--sortagrad", "--weight_decay", "0.01",
-            "--save_steps", "400", "--save_total_limit", "1", "--logging_steps", "50", "--report_to", "tensorboard",
-            "--dataloader_num_workers", "1", "--dataloader_persistent_workers", "--seed", "0",
+            *recipe_flags(args.train_minutes), "--do_train", "--save_steps", "400", "--save_total_limit", "1",
+            "--logging_steps", "50", "--report_to", "tensorboard",
         ])  # fmt: skip
     with phase("n-gram LM", seconds):
         ngram_results = build_ngram_lm(ngram_lm, corpus_dir, order=NGRAM_ORDER)
