@@ -212,7 +212,7 @@ def decode_all(args, work: Path, training: dict, earlier: dict) -> dict:
     tuned = earlier.get("tuned_decoding")
     corpus = load_corpus(args.corpus_dir)
     for system in args.systems:
-        decodings = decode_speechseq if system == "speechseq" else decode_speech2text
+        decode_system = decode_speechseq if system == "speechseq" else decode_speech2text
         model_dir = work / system
         model = AutoModelForSpeechSeq2Seq.from_pretrained(model_dir).eval()
         processor = SpeechSeqProcessor.from_pretrained(model_dir)
@@ -222,8 +222,8 @@ def decode_all(args, work: Path, training: dict, earlier: dict) -> dict:
             rows = corpus[split]
             if args.eval_utterances:
                 rows = rows.select(range(min(args.eval_utterances, len(rows))))
-            records += decodings(work, functools.partial(decode, system, split=split, model=model,
-                                                         processor=processor, rows=rows))  # fmt: skip
+            records += decode_system(work, functools.partial(decode, system, split=split, model=model,
+                                                             processor=processor, rows=rows))  # fmt: skip
 
     decodings = {system: {r["decoding"] for r in records if r["system"] == system} for system in SYSTEMS}
 
