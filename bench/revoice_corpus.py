@@ -26,14 +26,18 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speechseq.data import load_corpus  # noqa: E402
-from speechseq.data.corpus import SAMPLING_RATE, all_voices, available_engines, synthesize  # noqa: E402
+from speechseq.data.corpus import (SAMPLING_RATE, all_voices, available_engines, prepare_engines,  # noqa: E402
+                                    synthesize, unseen_voices)
 
 logger = logging.getLogger("bench.revoice_corpus")
 
 
-def _speak(item: tuple) -> tuple[int, bytes, float]:
+def _speak(item: tuple) -> tuple[int, bytes | None, float]:
     index, text, voice, seed = item
-    audio = synthesize(text, voice, random.Random(seed))
+    try:
+        audio = synthesize(text, voice, random.Random(seed))
+    except ValueError:  # more than the engine speaks at once: the utterance keeps its voice
+        return index, None, 0.0
     buffer = io.BytesIO()
     soundfile.write(buffer, audio, SAMPLING_RATE, format="FLAC", subtype="PCM_16")
     return index, buffer.getvalue(), len(audio) / SAMPLING_RATE
@@ -56,22 +60,29 @@ def main():
     corpus = load_corpus(args.corpus_dir)
     rows = corpus["train"].to_list()
     rng = random.Random(args.seed)
-    voices = [v for v in all_voices() if v.engine == args.engine]
+    voices = [v for v in all_voices() if v.engine == args.engine and v not in unseen_voices()]  # training voices
     chosen = sorted(rng.sample(range(len(rows)), round(args.fraction * len(rows))))
     voice_of = {i: rng.choice(voices) for i in chosen}
     items = [(i, rows[i]["text"], voice_of[i], args.seed * 1_000_003 + i) for i in chosen]
+    prepare_engines([args.engine])
+    kept = []
     with Pool(2) as pool:
         for index, flac, duration in tqdm(pool.imap(_speak, items, chunksize=4), total=len(items), desc="revoicing"):
+            if flac is None:
+                kept.append(rows[index]["id"])
+                continue
             rows[index].update(audio={"bytes": flac, "path": f"{rows[index]['id']}.flac"}, engine=args.engine,
                                voice=voice_of[index].id, duration=duration)  # fmt: skip
+    if kept:
+        logger.warning("%d utterances too long for %s kept their voices, e.g. %s", len(kept), args.engine, kept[0])
     revoiced = DatasetDict({**corpus, "train": Dataset.from_list(rows).cast_column("audio", Audio(decode=False))})
     output = Path(args.output_dir)
     revoiced.save_to_disk(str(output / "dataset"))
     stats = dict(source=args.corpus_dir, engine=args.engine, fraction=args.fraction, seed=args.seed,
-                 revoiced=len(chosen), train_hours=sum(r["duration"] for r in rows) / 3600)  # fmt: skip
+                 revoiced=len(chosen) - len(kept), train_hours=sum(r["duration"] for r in rows) / 3600)  # fmt: skip
     (output / "revoiced.json").write_text(json.dumps(stats, indent=2))
-    logger.info("revoiced %d of %d training utterances with %s: %.2f h of training audio", len(chosen), len(rows),
-                args.engine, stats["train_hours"])  # fmt: skip
+    logger.info("revoiced %d of %d training utterances with %s: %.2f h of training audio", stats["revoiced"],
+                len(rows), args.engine, stats["train_hours"])  # fmt: skip
 
 
 if __name__ == "__main__":

