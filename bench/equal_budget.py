@@ -274,10 +274,10 @@ def decode_all(args, work: Path, training: dict, earlier: dict) -> dict:
 
 
 def decode_speechseq(system: str, work: Path, decode_on) -> list[dict]:
-    """A speechseq model's decodings, `decode_on(name, **generate_options)` on one split: greedy with each head, the tuned
-    search without the word n-gram LM and, where tuning gave the n-gram a weight, the saved one (with it)."""
+    """`system`'s decodings, `decode_on(name, **generate_options)` on one split: greedy with each head, the tuned search
+    without the word n-gram LM and, where tuning gave the n-gram a weight, the saved one (with it)."""
     model = decode_on.keywords["model"]
-    without_ngram = tuned_without_ngram(work, system)  # the setting before the n-gram's tuning (absent in older work dirs)
+    without_ngram = tuned_without_ngram(work, system)  # the setting before the n-gram's tuning (absent in old work dirs)
     best = json.loads(without_ngram.read_text()) if without_ngram.is_file() else {}
     return [
         # ngram_weight=0: the tuned generation_config holds the n-gram, which would turn both into searches with it
