@@ -147,6 +147,18 @@ VARIANTS = {
                               flags=("--trainable_encoder_layers", "0", *FRAMES)),
     "whisper-frozen-256": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True,
                                   flags=("--trainable_encoder_layers", "0", *FRAMES)),
+    # the heads read a learnt mix of the frozen encoder's layers, not its last alone (SUPERB's weighted sum)
+    "whisper-frozen-256+layer_weights": Variant(
+        preset="whisper-tiny", config={**WHISPER, "use_weighted_layer_sum": True}, pretrained_encoder=True,
+        flags=("--trainable_encoder_layers", "0", *FRAMES)),
+    # fewer, more or more regularised layers above the frozen encoder than the preset's two
+    "whisper-frozen-256-0layers": Variant(preset="whisper-tiny", config={**WHISPER, "encoder_layers": 0},
+                                          pretrained_encoder=True, flags=("--trainable_encoder_layers", "0", *FRAMES)),
+    "whisper-frozen-256-4layers": Variant(preset="whisper-tiny", config={**WHISPER, "encoder_layers": 4},
+                                          pretrained_encoder=True, flags=("--trainable_encoder_layers", "0", *FRAMES)),
+    "whisper-frozen-256-dropout0.2": Variant(preset="whisper-tiny", config={**WHISPER, "dropout": 0.2},
+                                             pretrained_encoder=True,
+                                             flags=("--trainable_encoder_layers", "0", *FRAMES)),
     # the frozen encoder's heads trained on the from-scratch demo's waveform augmentation (noise on half the
     # utterances, band limits and a room on 30% each): heads that have heard the encoder's view of other channels
     "whisper-frozen-256+noise+channel": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True, flags=(

@@ -175,6 +175,10 @@ class SpeechSeqConfig(PretrainedConfig):
             `encoder_ffn_dim`, `num_mel_bins` and `max_source_positions`.
         pretrained_encoder (`str`, *optional*): where the Whisper encoder's weights came from (a record, set by
             `from_whisper`; loading never reads it).
+        use_weighted_layer_sum (`bool`, defaults to `False`): for `encoder_type="whisper"`, the layers above read a
+            learnt, softmax-weighted sum of the Whisper encoder's hidden states (the input of each of its layers,
+            normalised, and its final normed output), as SUPERB (Yang et al., 2021) reads a frozen speech encoder
+            and transformers' audio classifiers do under this name; `False`: its final output only.
 
     Example:
 
@@ -248,6 +252,7 @@ class SpeechSeqConfig(PretrainedConfig):
         encoder_type="speechseq",
         whisper_encoder=None,
         pretrained_encoder=None,
+        use_weighted_layer_sum=False,
         is_encoder_decoder=True,
         use_cache=True,
         **kwargs,
@@ -297,6 +302,7 @@ class SpeechSeqConfig(PretrainedConfig):
         self.encoder_type = encoder_type
         self.whisper_encoder = None if whisper_encoder is None else dict(whisper_encoder)
         self.pretrained_encoder = pretrained_encoder
+        self.use_weighted_layer_sum = use_weighted_layer_sum
         self.use_cache = use_cache
         super().__init__(
             pad_token_id=pad_token_id,
@@ -337,6 +343,8 @@ class SpeechSeqConfig(PretrainedConfig):
             raise ValueError(f"encoder_type must be 'speechseq' or 'whisper', got {self.encoder_type!r}")
         if self.encoder_type == "whisper":
             self._validate_whisper()
+        elif self.use_weighted_layer_sum:
+            raise ValueError("use_weighted_layer_sum needs encoder_type='whisper': it weighs a Whisper encoder's layers")
         else:
             _require_positive_ints(self, ("encoder_layers",))
         _require_positive_ints(self, (

@@ -499,12 +499,15 @@ def whisper_encoder(config: SpeechSeqConfig) -> nn.Module:
     return WhisperEncoder(WhisperConfig(**config.whisper_encoder))
 
 
-def run_whisper_encoder(whisper: nn.Module, features: torch.Tensor, lengths: torch.Tensor,
-                        out_lengths: torch.Tensor) -> torch.Tensor:  # fmt: skip
+def run_whisper_encoder(whisper: nn.Module, features: torch.Tensor, lengths: torch.Tensor, out_lengths: torch.Tensor,
+                        layer_weights: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """A `WhisperEncoder`'s layers on (B, T, mel bins) features of `lengths` real frames, without padding them to 30 s
     (its own forward insists on 3000 frames): the position table cut to the frames there are, as whisper.cpp's
     `audio_ctx` does, and padding masked. The convolutions are padded by one frame on each side; zeroing the frames
-    past each utterance's end, before each, makes a padded batch give what each utterance alone gives."""
+    past each utterance's end, before each, makes a padded batch give what each utterance alone gives.
+
+    With `layer_weights` (one logit per layer, plus one), the softmax-weighted sum of each layer's input, normalised
+    per frame without learnt scales, and the final normed output; else the final output alone."""
     B, T, _ = features.shape
     real = lengths_to_mask(lengths, T)[:, None, :].to(features.dtype)  # (B, 1, T)
     x = F.gelu(whisper.conv1(features.transpose(1, 2) * real)) * real
@@ -512,10 +515,17 @@ def run_whisper_encoder(whisper: nn.Module, features: torch.Tensor, lengths: tor
     x = x + whisper.embed_positions.weight[: x.shape[1]].to(x.dtype)
     keep = lengths_to_mask(out_lengths, x.shape[1])[:, None, None, :]
     mask = torch.zeros(keep.shape, dtype=x.dtype, device=x.device).masked_fill(~keep, torch.finfo(x.dtype).min)
+    states = []
     for layer in whisper.layers:
+        if layer_weights is not None:
+            states.append(F.layer_norm(x, x.shape[-1:], eps=whisper.layer_norm.eps))
         x = layer(x, mask)
         x = x[0] if isinstance(x, tuple) else x  # a tuple before transformers 5.24
-    return whisper.layer_norm(x)
+    x = whisper.layer_norm(x)
+    if layer_weights is None:
+        return x
+    weights = layer_weights.softmax(dim=0).to(x.dtype)
+    return torch.einsum("l,lbtd->btd", weights, torch.stack([*states, x]))
 
 
 class SpeechSeqEncoder(nn.Module):
@@ -530,6 +540,8 @@ class SpeechSeqEncoder(nn.Module):
             self.whisper = whisper_encoder(config)
             if config.whisper_encoder["d_model"] != config.d_model:
                 self.whisper_projection = nn.Linear(config.whisper_encoder["d_model"], config.d_model)
+            if config.use_weighted_layer_sum:  # equal at first; not under `whisper`, so that freezing it spares them
+                self.layer_weights = nn.Parameter(torch.zeros(config.whisper_encoder["encoder_layers"] + 1))
         elif config.input_mode in ("fbank", "fusion"):
             self.subsampling = ConvSubsampling(config)
         if config.input_mode in ("waveform", "fusion"):
@@ -624,7 +636,8 @@ class SpeechSeqEncoder(nn.Module):
         encoder."""
         mode, bins = self.config.input_mode, self.config.num_mel_bins
         if self.config.encoder_type == "whisper":
-            x = run_whisper_encoder(self.whisper, input_features, lengths, out_lengths)
+            x = run_whisper_encoder(self.whisper, input_features, lengths, out_lengths,
+                                    getattr(self, "layer_weights", None))
             return self.whisper_projection(x) if hasattr(self, "whisper_projection") else x
         if mode == "fbank":
             return self.subsampling(input_features, out_lengths)

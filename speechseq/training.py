@@ -342,8 +342,10 @@ class SpeechSeqTrainer(Seq2SeqTrainer):
         super().log(logs, *args, **kwargs)
 
     def get_decay_parameter_names(self, model) -> list[str]:
-        # the fusion front end's blend is a gate, not a weight: decay would pull it towards half and half
-        return [name for name in super().get_decay_parameter_names(model) if not name.endswith("fusion_logit")]
+        # the fusion front end's blend and the Whisper layers' mix are gates, not weights: decay would pull them
+        # towards equal shares
+        gates = ("fusion_logit", "layer_weights")
+        return [name for name in super().get_decay_parameter_names(model) if not name.endswith(gates)]
 
     def create_optimizer(self, model=None):
         model = self.model if model is None else model

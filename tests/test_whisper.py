@@ -18,6 +18,7 @@ from speechseq import (
     SpeechSeqProcessor,
     special_token_ids,
 )
+from speechseq.training import SpeechSeqTrainer
 from speechseq.whisper_conversion import convert_ctranslate2_whisper, read_ctranslate2_model
 
 from test_modeling_speechseq import assert_padding_changes_nothing, batch
@@ -181,6 +182,41 @@ def test_frozen_whisper_layers_do_not_change_in_training(tokenizer, trainable_la
         model.freeze_whisper_encoder(4)
 
 
+def test_a_learnt_mix_of_the_whisper_layers(tokenizer, tmp_path):
+    model = whisper_model(tokenizer, trainable_layers=0, use_weighted_layer_sum=True)
+    last_only = whisper_model(tokenizer, trainable_layers=0)
+    last_only.load_state_dict(model.state_dict(), strict=False)
+    features, mask, labels = batch(len(tokenizer))
+    weights = model.model.encoder.layer_weights
+    assert weights.tolist() == [0.0] * 4 and weights.requires_grad  # the three layers' inputs and the output, equal
+    with torch.no_grad():
+        mixed = model.model.encoder(features, attention_mask=mask).last_hidden_state
+        assert not torch.allclose(mixed, last_only.model.encoder(features, attention_mask=mask).last_hidden_state)
+        weights.copy_(torch.tensor([-1e4, -1e4, -1e4, 0.0]))  # all on the final output: the model without the mix
+        torch.testing.assert_close(model.model.encoder(features, attention_mask=mask).last_hidden_state,
+                                   last_only.model.encoder(features, attention_mask=mask).last_hidden_state)  # fmt: skip
+        weights.copy_(torch.tensor([0.5, -1.0, 2.0, 0.0]))
+    assert_padding_changes_nothing(model, features, mask, labels)
+
+    model.train()  # the frozen encoder stays as it was; the mix learns
+    whisper = {name: p.detach().clone() for name, p in model.model.encoder.whisper.named_parameters()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(features, attention_mask=mask, labels=labels).loss.backward()
+    optimizer.step()
+    assert not torch.equal(weights.detach(), torch.tensor([0.5, -1.0, 2.0, 0.0]))
+    assert all(torch.equal(p, whisper[name]) for name, p in model.model.encoder.whisper.named_parameters())
+    decayed = object.__new__(SpeechSeqTrainer).get_decay_parameter_names(model)  # shares, not weights: no decay
+    assert "model.encoder.layer_weights" not in decayed and "ctc_head.weight" in decayed
+
+    model.eval().save_pretrained(tmp_path)
+    loaded = SpeechSeqForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert loaded.config.use_weighted_layer_sum
+    torch.testing.assert_close(loaded.model.encoder.layer_weights, weights)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.encoder(features, attention_mask=mask).last_hidden_state,
+                                   model.model.encoder(features, attention_mask=mask).last_hidden_state)  # fmt: skip
+
+
 def test_save_load_and_the_pipeline_with_whisper_features(tokenizer, signals, tmp_path):
     model = whisper_model(tokenizer)
     extractor = SpeechSeqFeatureExtractor(features="whisper", min_frames=model.config.min_input_frames)
@@ -234,6 +270,8 @@ def test_config_checks_the_whisper_fields():
     with pytest.raises(ValueError, match="encoder_layers"):
         SpeechSeqConfig.from_preset("whisper-tiny", encoder_layers=-1)
     assert SpeechSeqConfig.from_preset("whisper-tiny", encoder_layers=0).min_input_frames == 1
+    with pytest.raises(ValueError, match="use_weighted_layer_sum needs encoder_type='whisper'"):
+        SpeechSeqConfig.from_preset("tiny", use_weighted_layer_sum=True)
 
 
 # --- training ----------------------------------------------------------------------------------------------------
