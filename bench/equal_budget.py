@@ -131,6 +131,8 @@ def main():
     parser.add_argument("--output", help="default: bench/results/equal_budget.json")
     parser.add_argument("--decode_only", action="store_true",
                         help="decode what --work_dir holds again; training figures from the earlier --output")
+    parser.add_argument("--retune_ngram", action="store_true",
+                        help="with --decode_only: tune the word n-gram's weight again (--ngram_weights) first")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS),
                         help="train and decode these; the others' figures come from the earlier --output")
     args = parser.parse_args()
@@ -143,7 +145,11 @@ def main():
         raise ValueError(f"--decode_only and --systems {' '.join(args.systems)} take figures from an earlier "
                          f"--output, and {earlier_path} is not there")  # fmt: skip
     earlier = json.loads(earlier_path.read_text()) if args.decode_only or kept else {}
+    if args.retune_ngram and not args.decode_only:
+        raise ValueError("--retune_ngram goes with --decode_only (training tunes the n-gram's weight anyway)")
     if args.decode_only:
+        for system in (system for system in args.systems if args.retune_ngram and system != "speech2text"):
+            tune_ngram(args, work, system)
         report = decode_all(args, work, earlier["training"], earlier)
         report["training_run"] = earlier.get("training_run", earlier["run"])  # when and where the models trained
     else:
@@ -214,15 +220,24 @@ def tune(args, work: Path, system: str) -> None:
     # the saved LM's path is relative to the model directory (a portable model); generate(lm=...) takes it from here
     setting["lm"] = str(model_dir / tuned.lm) if tuned.lm else None
     tuned_without_ngram(work, system).write_text(json.dumps(setting))
-    logger.info("building the word n-gram LM and tuning its weight for %s on dev", system)
+    logger.info("building the word n-gram LM")
     run_process([sys.executable, str(EXAMPLES / "build_ngram_lm.py"), "--corpus_dir", args.corpus_dir, "--output",
                  str(ngram_lm)], work / "ngram.log")  # fmt: skip
+    tune_ngram(args, work, system)
+
+
+def tune_ngram(args, work: Path, system: str) -> None:
+    """The word 4-gram LM's weight (`--ngram_weights`) for `system` on dev, at the demo's beam width, over its tuned
+    setting without it; the best is saved into the model."""
+    logger.info("tuning the word n-gram LM's weight for %s on dev", system)
+    model_dir = work / system
+    setting = json.loads(tuned_without_ngram(work, system).read_text())
     run_process([
         sys.executable, str(EXAMPLES / "tune_decoding.py"), "--model_dir", str(model_dir), "--corpus_dir",
-        args.corpus_dir, "--lm", str(lm_dir), "--max_utterances", str(args.tune_utterances),
-        "--num_beams", str(NGRAM["num_beams"]), "--ctc_weights", str(tuned.ctc_weight), "--lm_weights",
-        str(tuned.lm_weight), "--length_bonuses", str(tuned.length_bonus), "--ngram_lm", str(ngram_lm),
-        "--ngram_weights", *map(str, args.ngram_weights),
+        args.corpus_dir, "--lm", str(work / "lm"), "--max_utterances", str(args.tune_utterances),
+        "--num_beams", str(NGRAM["num_beams"]), "--ctc_weights", str(setting["ctc_weight"]), "--lm_weights",
+        str(setting["lm_weight"]), "--length_bonuses", str(setting["length_bonus"]), "--ngram_lm",
+        str(work / "ngram" / "lm.arpa"), "--ngram_weights", *map(str, args.ngram_weights),
     ], work / f"{system}-tune_ngram.log")  # fmt: skip
 
 

@@ -105,3 +105,25 @@ def test_the_whisper_road_has_its_own_row_against_whisper_and_never_enters_the_f
     row = next(line for line in table.splitlines() if "over Whisper tiny.en's encoder (frozen)" in line)
     assert f"{whisper_road['wer']:.1%} ({whisper_road['decoding']}" in row and "Whisper tiny.en" in row
     assert "| speechseq-whisper (45 min) | greedy_ctc |" in table
+
+
+def test_the_ngram_weight_is_tuned_again_over_the_saved_setting_and_only_with_decode_only(tmp_path, monkeypatch):
+    (tmp_path / "speechseq-whisper-tuned_without_ngram.json").write_text(json.dumps(
+        {"num_beams": 10, "ctc_weight": 0.5, "lm_weight": 0.15, "length_bonus": 0.5}))
+    commands = []
+    monkeypatch.setattr(equal_budget, "run_process", lambda command, log: commands.append((command, log)))
+    args = equal_budget.budget_parser("", 45.0)
+    args.add_argument("--ngram_weights", type=float, nargs="+")
+    args.add_argument("--tune_utterances", type=int, default=100)
+    args = args.parse_args(["--corpus_dir", "corpus", "--work_dir", str(tmp_path), "--ngram_weights", "1.0", "1.3"])
+    equal_budget.tune_ngram(args, tmp_path, "speechseq-whisper")
+    (command, log), = commands
+    flag = {name: command[command.index(name) + 1] for name in ("--ctc_weights", "--lm_weights", "--length_bonuses",
+                                                                "--num_beams")}  # fmt: skip
+    assert flag == {"--ctc_weights": "0.5", "--lm_weights": "0.15", "--length_bonuses": "0.5", "--num_beams": "30"}
+    assert command[command.index("--ngram_weights") + 1:][:2] == ["1.0", "1.3"]
+    assert log == tmp_path / "speechseq-whisper-tune_ngram.log"
+    monkeypatch.setattr(sys, "argv", ["equal_budget.py", "--corpus_dir", "corpus", "--work_dir", str(tmp_path),
+                                      "--retune_ngram"])  # fmt: skip
+    with pytest.raises(ValueError, match="--retune_ngram goes with --decode_only"):
+        equal_budget.main()
