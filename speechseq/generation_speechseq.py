@@ -610,6 +610,152 @@ class BeamSearchOutput:
     scorer_scores: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+class _FinishedHypotheses:
+    """The pool of finished hypotheses: for each utterance its best `size` (score, tokens, each scorer's total),
+    best first."""
+
+    def __init__(self, num_utterances: int, size: int):
+        self.size = size
+        self.pools: list[list[tuple[float, list[int], torch.Tensor]]] = [[] for _ in range(num_utterances)]
+
+    def add(self, utterance: int, score: float, sequence: list[int], parts: torch.Tensor) -> None:
+        pool = self.pools[utterance]
+        pool.append((score, sequence, parts))
+        pool.sort(key=lambda hypothesis: -hypothesis[0])
+        del pool[self.size :]
+
+    def is_full(self, utterance: int) -> bool:
+        return len(self.pools[utterance]) == self.size
+
+    def worst_score(self, utterance: int) -> float:
+        return self.pools[utterance][-1][0]
+
+    def output(self, num_return_sequences: int, pad_token_id: int, names: list[str], device) -> BeamSearchOutput:
+        """The best `num_return_sequences` of each utterance, padded into one tensor."""
+        R = num_return_sequences
+        chosen = [pool[:R] for pool in self.pools]
+        width = max(len(sequence) for pool in chosen for _, sequence, _ in pool)
+        sequences = torch.full((len(chosen) * R, width), pad_token_id, dtype=torch.long)
+        scores = torch.zeros(len(chosen) * R)
+        scorer_totals = torch.zeros(len(chosen) * R, len(names))
+        for u, pool in enumerate(chosen):
+            for r, (score, sequence, parts) in enumerate(pool):
+                sequences[u * R + r, : len(sequence)] = torch.tensor(sequence)
+                scores[u * R + r] = score
+                scorer_totals[u * R + r] = parts.cpu()
+        return BeamSearchOutput(
+            sequences.to(device), scores.to(device), {n: scorer_totals[:, i].to(device) for i, n in enumerate(names)}
+        )
+
+
+@dataclass
+class _Beams:
+    """The running hypotheses of the utterances still searching, K rows each: their tokens, fused scores, each
+    scorer's total and each scorer's state."""
+
+    active: torch.LongTensor  # (A,) the utterances still searching
+    tokens: torch.LongTensor  # (A * K, generated + 1)
+    running: torch.Tensor  # (A, K) fused scores, _FINISHED for an empty beam
+    parts: torch.Tensor  # (A * K, scorers) each scorer's unweighted total
+    states: dict
+
+    def select(self, scorers: dict, keep: torch.LongTensor, rows: torch.LongTensor, tokens: torch.LongTensor,
+               running: torch.Tensor, parts: torch.Tensor) -> "_Beams":  # fmt: skip
+        """The beams of the utterances `keep` (indices into `active`), `rows` of the scorers' states going on with
+        `tokens`, a token each."""
+        states = {name: s.select_state(self.states[name], rows, tokens[:, -1]) for name, s in scorers.items()}
+        return _Beams(self.active[keep], tokens, running, parts, states)
+
+
+@dataclass
+class _Continuations:
+    """Each utterance's 2K best continuations of its K beams (as transformers, so that K of them still run even
+    when K end here) and, among them, the K that go on."""
+
+    scores: torch.Tensor  # (A, 2K) fused
+    rows: torch.LongTensor  # (A, 2K) the beam row each continues
+    tokens: torch.LongTensor  # (A, 2K) the token each adds
+    ends: torch.Tensor  # (A, 2K) bool: with [EOS] or at the utterance's limit
+    kept: torch.LongTensor  # (A, K) indices into the 2K of those that go on
+    kept_scores: torch.Tensor  # (A, K)
+
+
+def _score_step(full: dict, partial: dict, weights: dict, beams: _Beams, pre_beam_size: int, vocab_size: int,
+                ranked: bool) -> tuple[torch.Tensor, dict]:  # fmt: skip
+    """Score every row's next token: the weighted sum `total` (rows, vocab) and each scorer's own scores. Partial
+    scorers score only the pre-beam, the best `pre_beam_size` tokens by the full scorers (every token when none of
+    them ranks), and leave NEG_INF outside it. Updates `beams.states`."""
+    N, V, device = beams.tokens.shape[0], vocab_size, beams.tokens.device
+    step = {}
+    for name, scorer in full.items():
+        step[name], beams.states[name] = scorer.score(beams.tokens, beams.states[name])
+    total = sum(weights[n] * step[n] for n in full) if full else torch.zeros(N, V, device=device)
+    if partial:
+        if ranked:
+            pre_beam = total.topk(pre_beam_size, dim=1).indices  # (rows, P): by every full scorer, constraints too
+        else:
+            pre_beam = torch.arange(V, device=device).expand(N, V)
+        outside = torch.full((N, V), NEG_INF, device=device)
+        for name, scorer in partial.items():
+            scores, beams.states[name] = scorer.score_partial(beams.tokens, pre_beam, beams.states[name])
+            step[name] = outside.scatter(1, pre_beam, scores)
+        total = total + outside.scatter(1, pre_beam, sum(weights[n] * step[n].gather(1, pre_beam) for n in partial))
+    return total, step
+
+
+def _best_continuations(total: torch.Tensor, running: torch.Tensor, limits: torch.LongTensor, generated: int,
+                        num_beams: int, eos_token_id: int) -> _Continuations:  # fmt: skip
+    """The 2K best (beam, token) pairs of each utterance by fused score; a pair ends with [EOS] or at the
+    utterance's limit (`limits`, (A,)), and the K best that do not end go on."""
+    K, V = num_beams, total.shape[1]
+    A = running.shape[0]
+    candidates = (total + running.view(A * K, 1)).view(A, K * V)
+    scores, top = candidates.topk(2 * K, dim=1)
+    rows = top // V + torch.arange(A, device=total.device)[:, None] * K
+    tokens = top % V
+    ends = (tokens == eos_token_id) | (generated >= limits)[:, None]
+    kept_scores, kept = (scores + ends * _FINISHED).topk(K, dim=1)
+    return _Continuations(scores, rows, tokens, ends, kept, kept_scores)
+
+
+def _finish(finished: _FinishedHypotheses, beams: _Beams, best: _Continuations, parts: torch.Tensor,
+            generated: int, options: BeamSearchOptions) -> None:  # fmt: skip
+    """Add the continuations that end here and rank among their utterance's top K to its finished pool, scored
+    length-normalised. With early_stopping=True a full pool takes no more (checked before this step's additions,
+    as transformers)."""
+    K = options.num_beams
+    normalised = best.scores / generated**options.length_penalty
+    closed = [options.early_stopping is True and finished.is_full(u) for u in beams.active.tolist()]
+    for a, j in (best.ends[:, :K] & (best.scores[:, :K] > _FINISHED / 2)).nonzero().tolist():
+        if not closed[a]:
+            sequence = beams.tokens[best.rows[a, j]].tolist() + [best.tokens[a, j].item()]
+            finished.add(int(beams.active[a]), normalised[a, j].item(), sequence, parts[a * 2 * K + j])
+
+
+def _done_utterances(finished: _FinishedHypotheses, beams: _Beams, best: _Continuations, limits: torch.LongTensor,
+                     generated: int, options: BeamSearchOptions) -> torch.Tensor:  # fmt: skip
+    """Which utterances are done: their K finished hypotheses cannot be beaten by a running one (transformers'
+    heuristic: the best running score, normalised at the current length), or nothing can go on. One that ends with
+    fewer finished than asked for (every ending impossible for CTC, say) takes its best running ones."""
+    K = options.num_beams
+    done = torch.zeros(len(beams.active), dtype=torch.bool)
+    for a, utterance in enumerate(beams.active.tolist()):
+        if best.ends[a].all() or generated >= options.max_new_tokens:
+            done[a] = True
+            for k in range(options.num_return_sequences - len(finished.pools[utterance])):
+                finished.add(utterance, beams.running[a, k].item() / generated**options.length_penalty,
+                             beams.tokens[a * K + k].tolist(), beams.parts[a * K + k])  # fmt: skip
+        elif finished.is_full(utterance):
+            if options.early_stopping is True:
+                done[a] = True
+            else:
+                length = generated
+                if options.early_stopping == "never" and options.length_penalty > 0:
+                    length = int(limits[a])
+                done[a] = beams.running[a, 0].item() / length**options.length_penalty <= finished.worst_score(utterance)
+    return done
+
+
 def beam_search(
     scorers: dict[str, Scorer],
     weights: dict[str, float],
@@ -624,6 +770,10 @@ def beam_search(
     synced_gpus: bool = False,
 ) -> BeamSearchOutput:
     """Beam search over `num_utterances` utterances at once, ranking hypotheses by sum(weights[name] * score[name]).
+
+    Each step scores the next token (`_score_step`), keeps each utterance's best continuations
+    (`_best_continuations`), moves those that end into the pool of finished hypotheses (`_finish`) and the K best
+    others into the beams, and retires the utterances that are done (`_done_utterances`).
 
     Args:
         scorers: named scorers; full ones score the whole vocabulary, partial ones (`PartialScorer`) only the
@@ -641,95 +791,46 @@ def beam_search(
         raise ValueError("beam search needs at least one scorer with a non-zero weight")
     full = {n: s for n, s in scorers.items() if not isinstance(s, PartialScorer)}
     partial = {n: s for n, s in scorers.items() if isinstance(s, PartialScorer)}
-    ranking = [n for n, s in full.items() if not s.constant]
+    ranked = any(not s.constant for s in full.values())
     names = list(scorers)
-    K, V = options.num_beams, vocab_size
-    P = min(options.pre_beam_size, V) if ranking else V
+    K = options.num_beams
+    pre_beam_size = min(options.pre_beam_size, vocab_size) if ranked else vocab_size
 
-    active = torch.arange(num_utterances, device=device)  # utterances still searching
-    limits = max_new_tokens.to(device)
-    rows_utterance = active.repeat_interleave(K)
-    tokens = torch.full((num_utterances * K, 1), start_token_id, dtype=torch.long, device=device)
+    rows_utterance = torch.arange(num_utterances, device=device).repeat_interleave(K)
     running = torch.full((num_utterances, K), _FINISHED, device=device)
     running[:, 0] = 0.0  # one live beam to start with, so that the first step does not pick one token K times
-    parts = torch.zeros(num_utterances * K, len(names), device=device)  # each scorer's total, per row
-    states = {name: s.init_state(rows_utterance) for name, s in scorers.items()}
-    finished: list[list[tuple[float, list[int], torch.Tensor]]] = [[] for _ in range(num_utterances)]
-    not_eos = torch.arange(V, device=device)
+    beams = _Beams(
+        active=torch.arange(num_utterances, device=device),
+        tokens=torch.full((num_utterances * K, 1), start_token_id, dtype=torch.long, device=device),
+        running=running,
+        parts=torch.zeros(num_utterances * K, len(names), device=device),
+        states={name: s.init_state(rows_utterance) for name, s in scorers.items()},
+    )
+    finished = _FinishedHypotheses(num_utterances, K)
+    limits = max_new_tokens.to(device)
+    not_eos = torch.arange(vocab_size, device=device)
     not_eos = not_eos[not_eos != eos_token_id]
 
     for generated in range(1, options.max_new_tokens + 1):  # `generated` counts the token this step adds
-        A, N = len(active), len(active) * K
-        step = {}  # name -> (rows, vocab) unweighted scores of this step
-        for name, scorer in full.items():
-            step[name], states[name] = scorer.score(tokens, states[name])
-        total = sum(weights[n] * step[n] for n in full) if full else torch.zeros(N, V, device=device)
-        if partial:
-            if ranking:
-                pre_beam = total.topk(P, dim=1).indices  # (rows, P): by every full scorer, constraints included
-            else:
-                pre_beam = torch.arange(V, device=device).expand(N, V)
-            outside = torch.full((N, V), NEG_INF, device=device)
-            for name, scorer in partial.items():
-                scores, states[name] = scorer.score_partial(tokens, pre_beam, states[name])
-                step[name] = outside.scatter(1, pre_beam, scores)
-            total = total + outside.scatter(1, pre_beam, sum(weights[n] * step[n].gather(1, pre_beam) for n in partial))
-
+        A = len(beams.active)
+        total, step = _score_step(full, partial, weights, beams, pre_beam_size, vocab_size, ranked)
         # An utterance's own limit, when tighter than max_new_tokens, is where its transcript must end: only [EOS].
-        last = ((generated == limits[active]) & (limits[active] < options.max_new_tokens)).repeat_interleave(K)
+        active_limits = limits[beams.active]
+        last = ((generated == active_limits) & (active_limits < options.max_new_tokens)).repeat_interleave(K)
         if last.any():
             total[last] = total[last].index_fill(1, not_eos, NEG_INF)
 
-        # As transformers: the 2K best continuations of each utterance, so that K of them are still running even
-        # when K end here; only those in the top K may join the finished ones.
-        candidates = (total + running.view(N, 1)).view(A, K * V)
-        top_scores, top = candidates.topk(2 * K, dim=1)  # (A, 2K)
-        top_rows = top // V + torch.arange(A, device=device)[:, None] * K
-        top_tokens = top % V
-        ends = (top_tokens == eos_token_id) | (generated >= limits[active])[:, None]
+        best = _best_continuations(total, beams.running, active_limits, generated, K, eos_token_id)
+        step_parts = torch.stack([step[n][best.rows.view(-1), best.tokens.view(-1)] for n in names], dim=-1)
+        parts = beams.parts[best.rows.view(-1)] + step_parts  # (A * 2K, scorers)
+        _finish(finished, beams, best, parts, generated, options)
 
-        kept_scores, kept = (top_scores + ends * _FINISHED).topk(K, dim=1)  # the K best that go on
-        kept_rows, kept_tokens = top_rows.gather(1, kept).view(-1), top_tokens.gather(1, kept).view(-1)
+        kept_rows, kept_tokens = best.rows.gather(1, best.kept).view(-1), best.tokens.gather(1, best.kept).view(-1)
+        every = torch.arange(A, device=device)
+        beams = beams.select(scorers, every, kept_rows, torch.cat([beams.tokens[kept_rows], kept_tokens[:, None]], 1),
+                             best.kept_scores, parts[(best.kept + every[:, None] * 2 * K).view(-1)])  # fmt: skip
 
-        step_parts = torch.stack([step[n][top_rows.view(-1), top_tokens.view(-1)] for n in names], dim=-1)
-        top_parts = parts[top_rows.view(-1)] + step_parts  # (A * 2K, scorers)
-        normalised = top_scores / generated**options.length_penalty
-        # with early_stopping=True a full list takes no more (checked before this step's additions, as transformers)
-        closed = [options.early_stopping is True and len(finished[u]) == K for u in active.tolist()]
-        for a, j in (ends[:, :K] & (top_scores[:, :K] > _FINISHED / 2)).nonzero().tolist():
-            pool = finished[active[a]]
-            if closed[a]:
-                continue
-            sequence = tokens[top_rows[a, j]].tolist() + [top_tokens[a, j].item()]
-            pool.append((normalised[a, j].item(), sequence, top_parts[a * 2 * K + j]))
-            pool.sort(key=lambda hypothesis: -hypothesis[0])
-            del pool[K:]
-
-        tokens = torch.cat([tokens[kept_rows], kept_tokens[:, None]], dim=1)
-        parts = top_parts[(kept + torch.arange(A, device=device)[:, None] * 2 * K).view(-1)]  # kept among the 2K
-        running = kept_scores
-        states = {name: s.select_state(states[name], kept_rows, kept_tokens) for name, s in scorers.items()}
-
-        # An utterance is done when its K finished hypotheses cannot be beaten by a running one (transformers'
-        # heuristic: the best running score, normalised at the current length), or when nothing can go on.
-        done = torch.zeros(A, dtype=torch.bool)
-        for a in range(A):
-            pool = finished[active[a]]
-            if ends[a].all() or generated >= options.max_new_tokens:
-                done[a] = True
-                # fewer finished than asked for (every ending impossible for CTC, say): the best running ones
-                for k in range(options.num_return_sequences - len(pool)):
-                    pool.append((running[a, k].item() / generated**options.length_penalty,
-                                 tokens[a * K + k].tolist(), parts[a * K + k]))  # fmt: skip
-                pool.sort(key=lambda hypothesis: -hypothesis[0])
-            elif len(pool) == K:
-                if options.early_stopping is True:
-                    done[a] = True
-                else:
-                    length = generated
-                    if options.early_stopping == "never" and options.length_penalty > 0:
-                        length = int(limits[active[a]])
-                    done[a] = running[a, 0].item() / length**options.length_penalty <= pool[-1][0]
+        done = _done_utterances(finished, beams, best, active_limits, generated, options)
         if done.all():
             break
         if synced_gpus:
@@ -737,27 +838,12 @@ def beam_search(
         if done.any():
             keep = (~done).nonzero().squeeze(1).to(device)
             rows = (keep[:, None] * K + torch.arange(K, device=device)).view(-1)
-            active, tokens, parts, running = active[keep], tokens[rows], parts[rows], running[keep]
-            states = {name: s.select_state(states[name], rows, tokens[:, -1]) for name, s in scorers.items()}
+            beams = beams.select(scorers, keep, rows, beams.tokens[rows], beams.running[keep], beams.parts[rows])
 
     while synced_gpus and not _everyone_done(True, device):
         for scorer in scorers.values():
             scorer.keep_in_step()
-
-    R = options.num_return_sequences
-    chosen = [pool[:R] for pool in finished]
-    width = max(len(sequence) for pool in chosen for _, sequence, _ in pool)
-    sequences = torch.full((num_utterances * R, width), pad_token_id, dtype=torch.long)
-    scores = torch.zeros(num_utterances * R)
-    scorer_totals = torch.zeros(num_utterances * R, len(names))
-    for u, pool in enumerate(chosen):
-        for r, (score, sequence, total_parts) in enumerate(pool):
-            sequences[u * R + r, : len(sequence)] = torch.tensor(sequence)
-            scores[u * R + r] = score
-            scorer_totals[u * R + r] = total_parts.cpu()
-    return BeamSearchOutput(
-        sequences.to(device), scores.to(device), {n: scorer_totals[:, i].to(device) for i, n in enumerate(names)}
-    )
+    return finished.output(options.num_return_sequences, pad_token_id, names, device)
 
 
 def _everyone_done(done_here: bool, device) -> bool:
