@@ -151,15 +151,24 @@ def main():
         for system in (system for system in args.systems if args.retune_ngram and system != "speech2text"):
             tune_ngram(args, work, system)
         report = decode_all(args, work, earlier["training"], earlier)
-        report["training_run"] = earlier.get("training_run", earlier["run"])  # when and where the models trained
+        # when and where each decoded model trained: systems trained in different runs, decoded again together
+        report["training_runs"] = {system: trained_in(earlier, system) for system in args.systems}
     else:
         report = decode_all(args, work, train_all(args, work, earlier), earlier)
     for system in kept:  # where the figures of the systems not run this time come from
         report.setdefault("kept_runs", {})[system] = earlier.get("kept_runs", {}).get(system) or {
-            "trained": earlier.get("training_run", earlier["run"]), "decoded": earlier["run"]}
+            "trained": trained_in(earlier, system), "decoded": earlier["run"]}
     path = write_results("equal_budget", report, args.output)
     logger.info("speechseq's best / Speech2Text's best WER on test_unseen: %.2f (target <= 0.75); wrote %s",
                 report["wer_ratio_test_unseen"], path)  # fmt: skip
+
+
+def trained_in(report: dict, system: str) -> dict:
+    """The run that trained `system`'s model, by a report of this benchmark: its kept figures' run, the run that
+    decoding again (`--decode_only`) took it from, or the report's own run."""
+    if system in report.get("kept_runs", {}):
+        return report["kept_runs"][system]["trained"]
+    return report.get("training_runs", {}).get(system) or report["run"]
 
 
 def train_all(args, work: Path, earlier: dict) -> dict:

@@ -193,9 +193,10 @@ def summary(results: Path) -> str:
         record = load(name)
         made = (record[0] if isinstance(record, list) else record)["run"]
         lines.append(f"- {name} ({made['date']}, `{made['commit']}`): `{made['command']}`")
-        if "training_run" in record:  # decoded again (--decode_only): where the models come from
-            trained = record["training_run"]
-            lines.append(f"  (its models trained {trained['date']} at `{trained['commit']}`: `{trained['command']}`)")
+        for system, trained in record.get("training_runs", {}).items() if isinstance(record, dict) else ():
+            # decoded again (--decode_only): where each model comes from
+            lines.append(f"  ({system}'s model trained {trained['date']} at `{trained['commit']}`: "
+                         f"`{trained['command']}`)")
         for system, kept in record.get("kept_runs", {}).items() if isinstance(record, dict) else ():
             trained, decoded = kept["trained"], kept["decoded"]
             lines.append(f"  ({system}'s figures kept from the run of {decoded['date']} at `{decoded['commit']}`, "

@@ -44,7 +44,7 @@ def test_the_table_names_the_run_each_kept_figure_comes_from(tmp_path):
     shutil.copytree(BENCH / "results" / "full", results)
     budget = json.loads((results / "equal_budget.json").read_text())
     if "kept_runs" not in budget:  # a run of both systems: keep Speech2Text's as --systems speechseq would
-        budget["kept_runs"] = {"speech2text": {"trained": budget.get("training_run", budget["run"]),
+        budget["kept_runs"] = {"speech2text": {"trained": equal_budget.trained_in(budget, "speech2text"),
                                                "decoded": budget["run"]}}  # fmt: skip
         (results / "equal_budget.json").write_text(json.dumps(budget))
     table = run.summary(results)
@@ -54,6 +54,17 @@ def test_the_table_names_the_run_each_kept_figure_comes_from(tmp_path):
     for name in ("feature_extraction", "training_throughput", "equal_budget", "decoding", "pretrained"):
         assert f"- {name} (" in table  # each command with its date and commit
     assert "| speech2text (45 min) | beam10 |" in table
+    for system, trained in budget.get("training_runs", {}).items():  # decoded again: each model's own training run
+        assert f"({system}'s model trained {trained['date']} at `{trained['commit']}`" in table
+
+
+def test_decoding_again_names_the_run_that_trained_each_model():
+    first, second, last = ({"date": day, "commit": day, "command": day} for day in ("1", "2", "3"))
+    earlier = {"run": last, "training_runs": {"speechseq-whisper": second},
+               "kept_runs": {"speechseq": {"trained": first, "decoded": second}}}  # fmt: skip
+    assert equal_budget.trained_in(earlier, "speechseq") == first  # kept from a run of its own
+    assert equal_budget.trained_in(earlier, "speechseq-whisper") == second  # decoded again in the last run
+    assert equal_budget.trained_in(earlier, "speech2text") == last  # trained in the last run
 
 
 def test_the_whisper_road_trains_the_demo_heads_over_the_frozen_tiny_en_encoder(tmp_path):
