@@ -2,6 +2,7 @@
 utterances decoded one by one with the same settings.
 
     python bench/longform.py --model_dir demo/model --corpus_dir demo/corpus [--minutes 3] [--num_beams 1]
+        [--decoding ctc | attention | saved]
 
 Builds recordings of `--minutes` from consecutive `test_unseen` utterances with pauses of 0.2 to 1.5 s (seeded), and
 reports WER / CER of the recordings' transcripts (long-form: cut at CTC pauses, segments decoded, joined) against
@@ -27,7 +28,7 @@ import soundfile
 from speechseq import SpeechSeqForConditionalGeneration, SpeechSeqProcessor
 from speechseq.data import load_corpus
 from speechseq.evaluation import error_rates
-from speechseq.generation_speechseq import timestamp_chunks
+from speechseq.generation_speechseq import SEGMENT_SECONDS, timestamp_chunks
 from speechseq.ngram_lm import word_pieces
 
 from common import in_fresh_process, peak_rss_mb, write_results
@@ -94,9 +95,11 @@ def main():
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--recordings", type=int, default=1)
     parser.add_argument("--num_beams", type=int, default=1)
-    parser.add_argument("--segment_seconds", type=float, default=20.0)
+    parser.add_argument("--segment_seconds", type=float, default=SEGMENT_SECONDS)
     parser.add_argument("--split", default="test_unseen", help="dev to tune long-form settings on")
-    parser.add_argument("--decoding", default="ctc", choices=("ctc", "attention"))
+    parser.add_argument("--decoding", default="ctc", choices=("ctc", "attention", "saved"),
+                        help="greedy or beam search by the CTC head or the decoder, or the model's saved decoding "
+                        "(its generation config, LMs and all: what the pipeline gives; --num_beams is ignored)")
     parser.add_argument("--timestamps", action="store_true", help="also measure the word times")
     parser.add_argument("--memory", action="store_true", help="peak memory of 1 and 10 minutes instead")
     parser.add_argument("--output", help="default: bench/results/longform.json")
@@ -106,6 +109,8 @@ def main():
     # (the demo's) would run the CTC prefix search with it where greedy CTC was asked for (and its word bonus, which
     # counts the n-gram's words, goes with it)
     options = {"decoding": args.decoding, "num_beams": args.num_beams, "ngram_weight": 0.0, "word_bonus": 0.0}
+    if args.decoding == "saved":  # the generation config as it is
+        options = {}
     if args.decoding == "attention" and args.num_beams > 1:
         options.update(ctc_weight=0.3, length_bonus=1.0, length_penalty=0.0)
     if args.memory:

@@ -27,7 +27,7 @@ class SpeechSeqASRPipeline(AutomaticSpeechRecognitionPipeline):
     transcript the decoding produced with its CTC head's log-probabilities (`model.align`, a Viterbi forced
     alignment), so the times come from the audio whatever decoded the words; long recordings segment by segment.
 
-    Long recordings need no setting: `generate()` cuts them at pauses into segments (`segment_seconds`, 20 s by
+    Long recordings need no setting: `generate()` cuts them at pauses into segments (`segment_seconds`, 10 s by
     default). transformers' `chunk_length_s` cuts the audio blindly into overlapping chunks, whose transcripts it
     can only glue overlap and all for a seq2seq model; for speechseq models it sets the segments' longest length
     instead, and `stride_length_s` is not needed (segments meet in pauses, not in words)."""
