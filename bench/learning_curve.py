@@ -126,6 +126,12 @@ VARIANTS = {
     "transformer+front32+frames+noise+freq_masks+interctc+channel": Variant(config={**FRONT_32, **INTERCTC}, flags=(
         *FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({"noise_probability": 0.5, "band_limit_probability": 0.3,
                                                             "reverb_probability": 0.3}))),
+    # and pauses of quiet room tone (0.1-1 s, 20-50 dB below the utterance) around 30% of the utterances: the demo's
+    # model heard an "f" in the pauses of long recordings, which its TTS corpus (digital silence) never had
+    "transformer+front32+frames+noise+freq_masks+interctc+channel+pauses": Variant(config={**FRONT_32, **INTERCTC},
+        flags=(*FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({
+            "noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3,
+            "pause_probability": 0.3}))),
     # and vocal-tract-length perturbation (warps of 0.9 to 1.1, in the model, free): voices for the channels
     "transformer+front32+frames+noise+freq_masks+interctc+channel+vtlp": Variant(
         config={**FRONT_32, **INTERCTC, "vtlp_warp": 0.1}, flags=(

@@ -8,14 +8,15 @@ import torch
 from transformers import Seq2SeqTrainingArguments
 
 from speechseq.data import SpeechSeqDataCollator
-from speechseq.data.augmentation import SpeechAugmentation, add_noise, band_limit, reverberate, speed_perturb
+from speechseq.data.augmentation import (SpeechAugmentation, add_noise, add_pauses, band_limit, reverberate,
+                                         speed_perturb)  # fmt: skip
 from speechseq.training import SpeechSeqTrainer, main
 
 from conftest import signals_dataset, tiny_model
 from test_training import ARGS, data_args, manifest  # noqa: F401  (the manifest fixture)
 
 EVERYTHING = SpeechAugmentation(speed_factors=(0.9, 1.0, 1.1), noise_probability=1.0, band_limit_probability=0.5,
-                                reverb_probability=0.5)  # fmt: skip
+                                reverb_probability=0.5, pause_probability=0.5)  # fmt: skip
 
 
 def power_outside(x, low, high):
@@ -40,6 +41,23 @@ def test_each_transform_keeps_the_length_but_speed_and_does_what_it_says(signals
     for _ in range(20):  # all of them at once, any draw: finite
         assert np.isfinite(EVERYTHING(x, rng)).all()
     assert np.array_equal(SpeechAugmentation()(x, rng), x)
+
+
+def test_pauses_of_quiet_room_tone_around_a_batch_of_utterances_left_as_they_were(signals):
+    x, rng = signals[1], np.random.default_rng(0)
+    padded = add_pauses(x, (0.25, 0.5), 30.0, rng)
+    assert len(padded) == len(x) + 4000 + 8000
+    assert np.array_equal(padded[4000 : 4000 + len(x)], x)
+    tone = np.concatenate([padded[:4000], padded[-8000:]]).astype(np.float64)
+    assert 10 * np.log10(np.mean(x.astype(np.float64) ** 2) / np.mean(tone**2)) == pytest.approx(30.0, abs=0.5)
+    assert not np.any(add_pauses(np.zeros(100, np.float32), (0.1, 0.1), 30.0, rng))  # silence stays silence
+    batches = [SpeechAugmentation(pause_probability=1.0).pause(signals[:2], rng) for _ in range(20)]
+    extra = [[len(y) - len(x) for x, y in zip(signals, batch)] for batch in batches]
+    assert all(a == b and 3200 <= a <= 32000 for a, b in extra)  # the same pauses for the whole batch ...
+    assert len({a for a, _ in extra}) > 1  # ... drawn per batch
+    # off, it draws nothing: a seed gives the batches it gave before pauses existed
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    assert all(y is x for x, y in zip(signals, SpeechAugmentation().pause(signals, a))) and a.random() == b.random()
 
 
 def test_the_collator_augments_the_same_way_for_a_seed(processor, signals):
@@ -130,7 +148,8 @@ def test_joined_batches_for_the_ctc_head_alone(processor, tokenizer, signals, tm
     [(dict(speed_factors=(0.3,)), "speed_factors"), (dict(noise_probability=1.5), "noise_probability"),
      (dict(noise_snr_db=(30, 10)), "noise_snr_db"), (dict(reverb_probability=-0.1), "reverb_probability"),
      (dict(join_probability=2.0), "join_probability"), (dict(join_pause_seconds=(-0.1, 0.5)), "join_pause_seconds"),
-     (dict(join_pause_seconds=(1.0,)), "join_pause_seconds")],
+     (dict(join_pause_seconds=(1.0,)), "join_pause_seconds"), (dict(pause_probability=1.1), "pause_probability"),
+     (dict(pause_seconds=(0.5, 0.1)), "pause_seconds"), (dict(pause_snr_db=(-5, 10)), "pause_snr_db")],
 )  # fmt: skip
 def test_bad_options_are_refused(options, message):
     with pytest.raises(ValueError, match=message):

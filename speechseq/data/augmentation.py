@@ -8,6 +8,10 @@ batches again:
 - band-limiting: a telephone channel (300-3400 Hz) or a 7 kHz wide-band codec, as an FFT brick-wall filter;
 - reverberation: a synthetic room (exponentially decaying noise, RT60 0.2-0.7 s, after a direct path), the tail cut
   at the utterance's end;
+- pauses: quiet room tone (white noise 20-50 dB below each utterance) before and after a batch's utterances, so
+  that a model trained on TTS, whose pauses are digital silence, learns that a quiet stretch is no speech (the demo's
+  model heard an "f" in the pauses of long recordings, and glued their sentences); the pauses' lengths are drawn per
+  batch, as joining is, so that a batch of utterances of one length pads no more than the pauses themselves;
 - joining: a batch's utterances joined in pairs of neighbours, a pause between the two and their transcripts joined by
   a space, so that a model trained on a corpus of single sentences also hears what a long recording's segments hold
   (several sentences, pauses inside); batches are grouped by length, so a joined batch pads about as many frames
@@ -40,6 +44,13 @@ class SpeechAugmentation:
         band_limit_probability (`float`, defaults to 0): how often a channel's band (`"telephone"` or `"wideband"`,
             equally likely) is imposed.
         reverb_probability (`float`, defaults to 0): how often the utterance is reverberated.
+        pause_probability (`float`, defaults to 0): how often a batch's utterances get a pause of room tone before
+            and after each ([`~SpeechAugmentation.pause`]; the transcripts unchanged), before the other transforms
+            (so a room and a channel reach the pauses too).
+        pause_seconds (`tuple[float, float]`, defaults to `(0.1, 1.0)`): the range the pauses' lengths are drawn
+            from (one before and one after, for the whole batch).
+        pause_snr_db (`tuple[float, float]`, defaults to `(20, 50)`): how far below the utterance's mean power its
+            room tone is, drawn from this range.
         join_probability (`float`, defaults to 0): how often a batch's utterances are joined in pairs
             ([`~SpeechAugmentation.join`]), before the other transforms (so noise fills the pause too).
         join_pause_seconds (`tuple[float, float]`, defaults to `(0.1, 1.0)`): the range the pause's length (digital
@@ -54,6 +65,9 @@ class SpeechAugmentation:
     noise_snr_db: tuple[float, float] = (10.0, 30.0)
     band_limit_probability: float = 0.0
     reverb_probability: float = 0.0
+    pause_probability: float = 0.0
+    pause_seconds: tuple[float, float] = (0.1, 1.0)
+    pause_snr_db: tuple[float, float] = (20.0, 50.0)
     join_probability: float = 0.0
     join_pause_seconds: tuple[float, float] = (0.1, 1.0)
     join_ctc_only: bool = False
@@ -61,17 +75,20 @@ class SpeechAugmentation:
     def __post_init__(self):
         object.__setattr__(self, "speed_factors", tuple(float(f) for f in self.speed_factors))
         object.__setattr__(self, "noise_snr_db", tuple(float(x) for x in self.noise_snr_db))
-        object.__setattr__(self, "join_pause_seconds", tuple(float(x) for x in self.join_pause_seconds))
+        for name in ("join_pause_seconds", "pause_seconds", "pause_snr_db"):
+            object.__setattr__(self, name, tuple(float(x) for x in getattr(self, name)))
         if any(not 0.5 <= f <= 2.0 for f in self.speed_factors):
             raise ValueError(f"speed_factors must lie in [0.5, 2], got {self.speed_factors}")
-        for name in ("noise_probability", "band_limit_probability", "reverb_probability", "join_probability"):
+        for name in ("noise_probability", "band_limit_probability", "reverb_probability", "pause_probability",
+                     "join_probability"):  # fmt: skip
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if len(self.noise_snr_db) != 2 or self.noise_snr_db[0] > self.noise_snr_db[1]:
             raise ValueError(f"noise_snr_db must be (low, high) with low <= high, got {self.noise_snr_db}")
-        pause = self.join_pause_seconds
-        if len(pause) != 2 or not 0 <= pause[0] <= pause[1]:
-            raise ValueError(f"join_pause_seconds must be (low, high) with 0 <= low <= high, got {pause}")
+        for name in ("join_pause_seconds", "pause_seconds", "pause_snr_db"):
+            low_high = getattr(self, name)
+            if len(low_high) != 2 or not 0 <= low_high[0] <= low_high[1]:
+                raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {low_high}")
 
     def join(
         self, waveforms: list[np.ndarray], texts: list[str], rng: np.random.Generator
@@ -90,6 +107,15 @@ class SpeechAugmentation:
             joined_waveforms.append(waveforms[-1])
             joined_texts.append(texts[-1])
         return joined_waveforms, joined_texts
+
+    def pause(self, waveforms: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+        """`waveforms`, with probability `pause_probability` each with room tone before and after it (`add_pauses`):
+        pauses of the same lengths for the whole batch, each at its own level. Draws nothing from `rng` when
+        `pause_probability` is 0, so that a seed gives the batches it gave before pauses existed."""
+        if not self.pause_probability or rng.random() >= self.pause_probability:
+            return list(waveforms)
+        seconds = tuple(rng.uniform(*self.pause_seconds, size=2))
+        return [add_pauses(x, seconds, rng.uniform(*self.pause_snr_db), rng) for x in waveforms]
 
     def __call__(self, waveform: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One augmented copy of `waveform` (1-D float32, 16 kHz): finite, as long as the input but for speed."""
@@ -124,6 +150,15 @@ def add_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndar
         return x
     scale = np.sqrt(signal_power / (noise_power * 10 ** (snr_db / 10)))
     return (x + scale * noise).astype(np.float32)
+
+
+def add_pauses(x: np.ndarray, seconds: tuple[float, float], snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """`x` with `seconds[0]` of room tone before it and `seconds[1]` after: white noise `snr_db` below `x`'s mean
+    power (digital silence for a silent `x`)."""
+    before, after = (round(s * SAMPLING_RATE) for s in seconds)
+    level = np.sqrt(np.mean(x.astype(np.float64) ** 2) / 10 ** (snr_db / 10))
+    tone = (level * rng.standard_normal(before + after)).astype(np.float32)
+    return np.concatenate([tone[:before], x, tone[before:]])
 
 
 def band_limit(x: np.ndarray, low_hz: float, high_hz: float) -> np.ndarray:

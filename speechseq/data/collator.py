@@ -50,7 +50,7 @@ class SpeechSeqDataCollator:
             if all(texts):  # pairs are joined with their transcripts, so only in labelled batches
                 arrays, texts = self.augmentation.join(arrays, texts, rng)
                 joined = len(arrays) < len(rows)
-            arrays = [self.augmentation(x, rng) for x in arrays]
+            arrays = [self.augmentation(x, rng) for x in self.augmentation.pause(arrays, rng)]
         self._batches += 1
         key = {"audio": "audio", "fbank": "input_features"}[kinds.pop()]
         batch = self.processor(
