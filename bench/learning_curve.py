@@ -132,6 +132,12 @@ VARIANTS = {
         flags=(*FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({
             "noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3,
             "pause_probability": 0.3}))),
+    # the channel recipe with noise on 80% of the utterances at 10-50 dB SNR rather than half at 10-30: quiet noise
+    # floors (no frames added) for a model that hears letters in the quiet pauses of long recordings
+    "transformer+front32+frames+noise+freq_masks+interctc+channel+quiet_floors": Variant(
+        config={**FRONT_32, **INTERCTC}, flags=(*FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({
+            "noise_probability": 0.8, "noise_snr_db": [10, 50], "band_limit_probability": 0.3,
+            "reverb_probability": 0.3}))),
     # and vocal-tract-length perturbation (warps of 0.9 to 1.1, in the model, free): voices for the channels
     "transformer+front32+frames+noise+freq_masks+interctc+channel+vtlp": Variant(
         config={**FRONT_32, **INTERCTC, "vtlp_warp": 0.1}, flags=(
