@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speechseq.data import load_corpus  # noqa: E402
-from speechseq.data.corpus import (SAMPLING_RATE, all_voices, available_engines, prepare_engines,  # noqa: E402
-                                    synthesize, unseen_voices)
+from speechseq.data.corpus import (SAMPLING_RATE, available_engines, prepare_engines, revoice_plan,  # noqa: E402
+                                    synthesize)
 
 logger = logging.getLogger("bench.revoice_corpus")
 
@@ -59,10 +59,8 @@ def main():
 
     corpus = load_corpus(args.corpus_dir)
     rows = corpus["train"].to_list()
-    rng = random.Random(args.seed)
-    voices = [v for v in all_voices() if v.engine == args.engine and v not in unseen_voices()]  # training voices
-    chosen = sorted(rng.sample(range(len(rows)), round(args.fraction * len(rows))))
-    voice_of = {i: rng.choice(voices) for i in chosen}
+    voice_of = revoice_plan(len(rows), {args.engine: args.fraction}, args.seed)  # as build_corpus(revoice=) draws
+    chosen = sorted(voice_of)
     items = [(i, rows[i]["text"], voice_of[i], args.seed * 1_000_003 + i) for i in chosen]
     prepare_engines([args.engine])
     kept = []

