@@ -146,7 +146,7 @@ def test_the_demo_script_loads_and_its_decodings_name_their_models():
     assert (saved_over_whisper["ctc_weight"], saved_over_whisper["ngram_weight"]) == (0.8, 1.1)
     assert saved_over_whisper["num_beams"] == 30 and over_whisper["beam 10 + CTC"] == decodings["beam 10 + CTC"]
     assert {demo._key(name) for name in decodings} >= {"beam30_ctc_ngram", "ctc_beam10_ngram", "greedy_ctc"}
-    # test_seen gets the greedy and the saved decoding (both named in the results), test_unseen every one
+    # test_seen gets greedy CTC alone (named in the results), test_unseen every decoding
     assert demo.split_decodings("test_seen", decodings) == ["greedy CTC"]
     assert demo.split_decodings("test_unseen", decodings) == list(decodings)
 
