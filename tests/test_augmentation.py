@@ -8,8 +8,8 @@ import torch
 from transformers import Seq2SeqTrainingArguments
 
 from speechseq.data import SpeechSeqDataCollator
-from speechseq.data.augmentation import (SpeechAugmentation, add_noise, add_pauses, band_limit, reverberate,
-                                         speed_perturb)  # fmt: skip
+from speechseq.data.augmentation import (BANDS, SpeechAugmentation, add_noise, add_pauses, band_limit, fft_length,
+                                         reverberate, speed_perturb)  # fmt: skip
 from speechseq.training import SpeechSeqTrainer, main
 
 from conftest import signals_dataset, tiny_model
@@ -41,6 +41,30 @@ def test_each_transform_keeps_the_length_but_speed_and_does_what_it_says(signals
     for _ in range(20):  # all of them at once, any draw: finite
         assert np.isfinite(EVERYTHING(x, rng)).all()
     assert np.array_equal(SpeechAugmentation()(x, rng), x)
+
+
+def test_fft_transforms_at_lengths_with_large_prime_factors():
+    """The FFTs run at a fast length (factors 2, 3, 5) and cut back: the same transforms as at the waveform's own
+    length, which for 16001 samples (a prime) numpy takes 20 times as long over."""
+    assert [fft_length(n) for n in (1, 7, 16000, 16001, 44311)] == [1, 8, 16000, 16200, 45000]
+    x, rng = np.random.default_rng(1).standard_normal(16001).astype(np.float32), np.random.default_rng(0)
+    for low, high in BANDS.values():
+        limited, exact = band_limit(x, low, high), np.fft.rfft(x.astype(np.float64))
+        exact[(np.fft.rfftfreq(len(x), 1 / 16000) < low) | (np.fft.rfftfreq(len(x), 1 / 16000) > high)] = 0
+        exact = np.fft.irfft(exact, n=len(x))
+        assert len(limited) == len(x) and power_outside(limited, low, high) < 1e-3
+        assert np.sum((limited - exact) ** 2) < 1e-3 * np.sum(exact**2)
+    wet, response_rng = reverberate(x, rng), np.random.default_rng(0)  # exact: a linear convolution, not circular
+    rt60 = response_rng.uniform(0.2, 0.7)
+    t = np.arange(int(rt60 * 16000)) / 16000
+    response = response_rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
+    response[0] = 1.0 / 0.3
+    direct = np.convolve(x.astype(np.float64), response)[: len(x)]
+    np.testing.assert_allclose(wet, direct * np.max(np.abs(x)) / np.max(np.abs(direct)), atol=1e-4)
+    for snr in (0.0, 5.0, 10.0, 20.0, 30.0, 40.0):  # pink or white, as long as x, at the asked level
+        noisy = add_noise(x, snr, rng)
+        measured = 10 * np.log10(np.mean(x.astype(np.float64) ** 2) / np.mean((noisy - x).astype(np.float64) ** 2))
+        assert len(noisy) == len(x) and measured == pytest.approx(snr, abs=0.1)
 
 
 def test_pauses_of_quiet_room_tone_around_a_batch_of_utterances_left_as_they_were(signals):

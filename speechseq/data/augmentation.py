@@ -138,13 +138,31 @@ def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:
     return soxr.resample(x, SAMPLING_RATE * factor, SAMPLING_RATE).astype(np.float32)
 
 
+def fft_length(n: int) -> int:
+    """The smallest length >= `n` whose only prime factors are 2, 3 and 5: numpy's FFT of an utterance's own length
+    (often a large prime factor) took 15 ms where this one takes 0.7, and the FFTs were most of a training batch's
+    augmentation (the dataloader worker shares the 2 cores with the training step)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    power5 = 1
+    while power5 < best:
+        power35 = power5
+        while power35 < best:
+            candidate = power35 << max(0, (-(-n // power35) - 1).bit_length())  # times the power of 2 that reaches n
+            best = min(best, candidate)
+            power35 *= 3
+        power5 *= 5
+    return best
+
+
 def add_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
     """`x` plus white or pink noise at `snr_db` below its mean power."""
-    noise = rng.standard_normal(len(x))
-    if rng.random() < 0.5:  # pink: white noise shaped by 1/sqrt(f) in amplitude
-        spectrum = np.fft.rfft(noise)
+    if rng.random() < 0.5:  # pink: white noise shaped by 1/sqrt(f) in amplitude, made at a fast length and cut
+        size = fft_length(len(x))
+        spectrum = np.fft.rfft(rng.standard_normal(size))
         spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
-        noise = np.fft.irfft(spectrum, n=len(x))
+        noise = np.fft.irfft(spectrum, n=size)[: len(x)]
+    else:
+        noise = rng.standard_normal(len(x))
     signal_power, noise_power = np.mean(x.astype(np.float64) ** 2), np.mean(noise**2)
     if signal_power == 0 or noise_power == 0:
         return x
@@ -162,11 +180,15 @@ def add_pauses(x: np.ndarray, seconds: tuple[float, float], snr_db: float, rng: 
 
 
 def band_limit(x: np.ndarray, low_hz: float, high_hz: float) -> np.ndarray:
-    """`x` with everything outside [low_hz, high_hz] removed."""
-    spectrum = np.fft.rfft(x)
-    frequencies = np.fft.rfftfreq(len(x), 1 / SAMPLING_RATE)
+    """`x` with everything outside [low_hz, high_hz] removed: filtered padded with silence to a fast FFT length
+    (`fft_length`), then cut back to its length. The cut leaks a little back outside the band (at most 0.07% of the
+    power on 40 of the demo corpus's utterances, and on white noise); a brick wall at the utterance's own length
+    leaks none, but its FFT can take 20 times as long."""
+    size = fft_length(len(x))
+    spectrum = np.fft.rfft(x, size)
+    frequencies = np.fft.rfftfreq(size, 1 / SAMPLING_RATE)
     spectrum[(frequencies < low_hz) | (frequencies > high_hz)] = 0
-    return np.fft.irfft(spectrum, n=len(x)).astype(np.float32)
+    return np.fft.irfft(spectrum, n=size)[: len(x)].astype(np.float32)
 
 
 def reverberate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -176,7 +198,7 @@ def reverberate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     t = np.arange(int(rt60 * SAMPLING_RATE)) / SAMPLING_RATE
     response = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
     response[0] = 1.0 / 0.3  # the direct path dominates the early reflections
-    size = len(x) + len(response) - 1
+    size = fft_length(len(x) + len(response) - 1)  # at least the full convolution's length: exact
     wet = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(response, size), n=size)[: len(x)]
     peak = np.max(np.abs(wet))
     return (wet * (np.max(np.abs(x)) / peak) if peak > 0 else wet).astype(np.float32)
