@@ -45,7 +45,7 @@ def test_each_transform_keeps_the_length_but_speed_and_does_what_it_says(signals
 
 def test_fft_transforms_at_lengths_with_large_prime_factors():
     """The FFTs run at a fast length (factors 2, 3, 5) and cut back: the same transforms as at the waveform's own
-    length, which for 16001 samples (a prime) numpy takes 20 times as long over."""
+    length (16001 samples, a prime, where numpy's FFT is slowest)."""
     assert [fft_length(n) for n in (1, 7, 16000, 16001, 44311)] == [1, 8, 16000, 16200, 45000]
     x, rng = np.random.default_rng(1).standard_normal(16001).astype(np.float32), np.random.default_rng(0)
     for low, high in BANDS.values():
@@ -61,7 +61,7 @@ def test_fft_transforms_at_lengths_with_large_prime_factors():
     response[0] = 1.0 / 0.3
     direct = np.convolve(x.astype(np.float64), response)[: len(x)]
     np.testing.assert_allclose(wet, direct * np.max(np.abs(x)) / np.max(np.abs(direct)), atol=1e-4)
-    for snr in (0.0, 5.0, 10.0, 20.0, 30.0, 40.0):  # pink or white, as long as x, at the asked level
+    for snr in (0.0, 5.0, 10.0, 20.0, 30.0, 40.0):  # pink, white, white, pink, ...: as long as x, at the asked level
         noisy = add_noise(x, snr, rng)
         measured = 10 * np.log10(np.mean(x.astype(np.float64) ** 2) / np.mean((noisy - x).astype(np.float64) ** 2))
         assert len(noisy) == len(x) and measured == pytest.approx(snr, abs=0.1)
