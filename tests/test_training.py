@@ -66,6 +66,16 @@ def run_script(args, env_extra=None, **kwargs):
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
+def launch_two_processes() -> list[str]:
+    """`accelerate launch` of SCRIPT on two processes as for GPUs (the script is told `--use_cpu`), on a free port of
+    its own: on the default port a launch hung for ten minutes once in CI (2026-12-05), where it passes in 15 s."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+            "1", "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT]
+
+
 def failure_excerpt(log: str) -> str:
     """What a failed launch said: the other ranks' own lines first (the rank that failed first is often not the
     one whose error ends the log), then the end of the log."""
@@ -99,10 +109,9 @@ def test_accelerate_launch_with_two_cpu_processes(manifest, tmp_path):
     single = tmp_path / "single"
     main([*data_args(manifest), *ARGS, "--output_dir", str(single), "--do_train", "--max_steps", "4",
           "--save_steps", "1000", "--logging_steps", "1"])  # fmt: skip
-    process = run_script([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT,
-                          *data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "4",
-                          "--save_steps", "1000", "--logging_steps", "1", "--use_cpu"])  # fmt: skip
+    process = run_script([*launch_two_processes(), *data_args(manifest), *ARGS, "--output_dir", str(out),
+                          "--do_train", "--max_steps", "4", "--save_steps", "1000", "--logging_steps", "1",
+                          "--use_cpu"])  # fmt: skip
     log, _ = process.communicate(timeout=600)
     assert process.returncode == 0, failure_excerpt(log)
     state = json.loads((out / "trainer_state.json").read_text())
@@ -126,11 +135,9 @@ def test_two_processes_train_whatever_parameters_go_without_a_gradient(manifest,
     # with gradient checkpointing the Trainer turns DDP's search for unused parameters off; a parameter without a
     # gradient then fails the second step ("Expected to have finished reduction in the prior iteration")
     out = tmp_path / "ddp_unused"
-    process = run_script([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT,
-                          *data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "3",
-                          "--gradient_checkpointing", "--save_steps", "1000", "--logging_steps", "1", "--use_cpu",
-                          *flags])  # fmt: skip
+    process = run_script([*launch_two_processes(), *data_args(manifest), *ARGS, "--output_dir", str(out),
+                          "--do_train", "--max_steps", "3", "--gradient_checkpointing", "--save_steps", "1000",
+                          "--logging_steps", "1", "--use_cpu", *flags])  # fmt: skip
     log, _ = process.communicate(timeout=600)
     assert process.returncode == 0, failure_excerpt(log)
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
@@ -138,12 +145,10 @@ def test_two_processes_train_whatever_parameters_go_without_a_gradient(manifest,
 
 def test_frame_batches_and_a_schedule_on_the_clock_under_two_processes(manifest, tmp_path):
     out = tmp_path / "ddp_frames"
-    process = run_script([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT,
-                          *data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "6",
-                          "--max_frames_per_batch", "300", "--sortagrad", "--max_train_minutes", "10",
-                          "--schedule_by_time", "--save_steps", "1000", "--logging_steps", "1",
-                          "--use_cpu"])  # fmt: skip
+    process = run_script([*launch_two_processes(), *data_args(manifest), *ARGS, "--output_dir", str(out),
+                          "--do_train", "--max_steps", "6", "--max_frames_per_batch", "300", "--sortagrad",
+                          "--max_train_minutes", "10", "--schedule_by_time", "--save_steps", "1000",
+                          "--logging_steps", "1", "--use_cpu"])  # fmt: skip
     log, _ = process.communicate(timeout=600)
     assert process.returncode == 0, failure_excerpt(log)
     state = json.loads((out / "trainer_state.json").read_text())
