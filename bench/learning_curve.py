@@ -149,10 +149,36 @@ VARIANTS = {
         config={**FRONT_32, **INTERCTC, "dropout": 0.0}, flags=(
             *FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({
                 "noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3}))),
+    # with AdamW's second-moment decay at 0.98 rather than transformers' 0.999 (ESPnet's and fairseq's Transformer
+    # recipes): step sizes that follow the gradients' scale over ~50 steps rather than ~1000, in a run of 3600
+    "transformer+front32+frames+noise+freq_masks+interctc+channel+no_dropout+beta2_0.98": Variant(
+        config={**FRONT_32, **INTERCTC, "dropout": 0.0}, flags=(
+            *FRAMES, *FREQ_MASKS, "--adam_beta2", "0.98", "--augmentation", json.dumps({
+                "noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3}))),
+    # the same recipe in a shallower encoder (4 layers, intermediate CTC after layer 2): per step the wider, deeper
+    # model and the Conformer learned no more than the recipe's (at the steps they reached), so a cheaper step may buy
+    "transformer-x4+front32+frames+noise+freq_masks+interctc+channel+no_dropout": Variant(
+        config={**FRONT_32, **INTERCTC, "interctc_layers": [2], "dropout": 0.0, "encoder_layers": 4},
+        flags=(*FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({
+            "noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3}))),
+    # the same recipe in a wider and deeper model (d 192, 8 encoder layers, intermediate CTC after layer 4): tried
+    # on the recipe of 2026-12-02 at a step 1.4 times as dear, its curve still falling at the end; the model now
+    # underfits its training set and the step is cheaper
+    "transformer-d192x8+front32+frames+noise+freq_masks+interctc+channel+no_dropout": Variant(
+        config={**FRONT_32, **INTERCTC, "interctc_layers": [4], "dropout": 0.0, "d_model": 192, "encoder_layers": 8,
+                "encoder_ffn_dim": 768, "decoder_ffn_dim": 768},
+        flags=(*FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({
+            "noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3}))),
     "conformer": Variant(config=CONFORMER),
     # a Conformer as cheap as a Transformer block: two half-step feed-forwards of half the width (together the
     # Transformer's one), with the demo's front end and frame batches
     "conformer-lite+front32+frames": Variant(config={**CONFORMER, **FRONT_32, "encoder_ffn_dim": 288}, flags=FRAMES),
+    # the same block with the demo's recipe of 2026-12-05 (intermediate CTC, noise, channels, frequency masks, no
+    # dropout), now that the step costs less
+    "conformer-lite+front32+frames+noise+freq_masks+interctc+channel+no_dropout": Variant(
+        config={**CONFORMER, **FRONT_32, **INTERCTC, "encoder_ffn_dim": 288, "dropout": 0.0},
+        flags=(*FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({
+            "noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3}))),
     "transformer+interctc": Variant(config=INTERCTC),
     "conformer+interctc": Variant(config={**CONFORMER, **INTERCTC}),
     "conformer+interctc+augmentation": Variant(config={**CONFORMER, **INTERCTC}, flags=AUGMENTATION),
@@ -308,9 +334,9 @@ def plot(report: dict, path: Path) -> None:
     axes.set_ylabel("greedy CER, % (test_unseen solid, dev dashed)")
     axes.set_title(f"Equal budget: {report['minutes']:g} minutes each on {report['corpus']}")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    # below the axes, where long variant names cover no curve
+    axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
 
 
