@@ -64,6 +64,9 @@ FRONT_32 = {"subsampling_channels": 32}
 FRAMES = ("--max_frames_per_batch", "4600", "--sortagrad")
 # the demo's regularisers: noise on half the utterances, two frequency masks of up to 15 mel bins
 NOISE = ("--augmentation", json.dumps({"noise_probability": 0.5}))
+# and the channels of recorded speech (the demo's AUGMENTATION): band limits and a room, each on 30% of the utterances
+DEMO_AUGMENTATION = {"noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3}
+NOISE_AND_CHANNEL = ("--augmentation", json.dumps(DEMO_AUGMENTATION))
 FREQ_MASKS = ("--spec_augment_freq_masks", "2", "--spec_augment_freq_width", "15")
 # the demo's head and decoder settings over the whisper-tiny preset
 WHISPER = {"ctc_weight": 0.6, "dropout": 0.05, "position_embedding": "rotary"}
@@ -124,14 +127,11 @@ VARIANTS = {
     # and the channels of recorded speech the corpus never has: a telephone or wide-band codec's band (300-3400 Hz or
     # 50-7000 Hz) and a synthetic room (RT60 0.2-0.7 s), each on 30% of the utterances, beside the noise
     "transformer+front32+frames+noise+freq_masks+interctc+channel": Variant(config={**FRONT_32, **INTERCTC}, flags=(
-        *FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({"noise_probability": 0.5, "band_limit_probability": 0.3,
-                                                            "reverb_probability": 0.3}))),
+        *FRAMES, *FREQ_MASKS, *NOISE_AND_CHANNEL)),
     # and pauses of quiet room tone (0.1-1 s, 20-50 dB below the utterance) around 30% of the utterances: the demo's
     # model heard an "f" in the pauses of long recordings, which its TTS corpus (digital silence) never had
     "transformer+front32+frames+noise+freq_masks+interctc+channel+pauses": Variant(config={**FRONT_32, **INTERCTC},
-        flags=(*FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({
-            "noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3,
-            "pause_probability": 0.3}))),
+        flags=(*FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({**DEMO_AUGMENTATION, "pause_probability": 0.3}))),
     # the channel recipe with noise on 80% of the utterances at 10-50 dB SNR rather than half at 10-30: quiet noise
     # floors (no frames added) for a model that hears letters in the quiet pauses of long recordings
     "transformer+front32+frames+noise+freq_masks+interctc+channel+quiet_floors": Variant(
@@ -141,34 +141,29 @@ VARIANTS = {
     # and vocal-tract-length perturbation (warps of 0.9 to 1.1, in the model, free): voices for the channels
     "transformer+front32+frames+noise+freq_masks+interctc+channel+vtlp": Variant(
         config={**FRONT_32, **INTERCTC, "vtlp_warp": 0.1}, flags=(
-            *FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({
-                "noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3}))),
+            *FRAMES, *FREQ_MASKS, *NOISE_AND_CHANNEL)),
     # without dropout (0.05 in the demo): the model underfits its own training set (greedy CTC 28% CER on 300 clean
     # training utterances after the demo's 17 minutes, 38% on piper's voice), and dropout's masks cost 4-7% of a step
     "transformer+front32+frames+noise+freq_masks+interctc+channel+no_dropout": Variant(
         config={**FRONT_32, **INTERCTC, "dropout": 0.0}, flags=(
-            *FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({
-                "noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3}))),
+            *FRAMES, *FREQ_MASKS, *NOISE_AND_CHANNEL)),
     # with AdamW's second-moment decay at 0.98 rather than transformers' 0.999 (ESPnet's and fairseq's Transformer
     # recipes): step sizes that follow the gradients' scale over ~50 steps rather than ~1000, in a run of 3600
     "transformer+front32+frames+noise+freq_masks+interctc+channel+no_dropout+beta2_0.98": Variant(
         config={**FRONT_32, **INTERCTC, "dropout": 0.0}, flags=(
-            *FRAMES, *FREQ_MASKS, "--adam_beta2", "0.98", "--augmentation", json.dumps({
-                "noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3}))),
+            *FRAMES, *FREQ_MASKS, "--adam_beta2", "0.98", *NOISE_AND_CHANNEL)),
     # the same recipe in a shallower encoder (4 layers, intermediate CTC after layer 2): per step the wider, deeper
     # model and the Conformer learned no more than the recipe's (at the steps they reached), so a cheaper step may buy
     "transformer-x4+front32+frames+noise+freq_masks+interctc+channel+no_dropout": Variant(
         config={**FRONT_32, **INTERCTC, "interctc_layers": [2], "dropout": 0.0, "encoder_layers": 4},
-        flags=(*FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({
-            "noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3}))),
+        flags=(*FRAMES, *FREQ_MASKS, *NOISE_AND_CHANNEL)),
     # the same recipe in a wider and deeper model (d 192, 8 encoder layers, intermediate CTC after layer 4): tried
     # on the recipe of 2026-12-02 at a step 1.4 times as dear, its curve still falling at the end; the model now
     # underfits its training set and the step is cheaper
     "transformer-d192x8+front32+frames+noise+freq_masks+interctc+channel+no_dropout": Variant(
         config={**FRONT_32, **INTERCTC, "interctc_layers": [4], "dropout": 0.0, "d_model": 192, "encoder_layers": 8,
                 "encoder_ffn_dim": 768, "decoder_ffn_dim": 768},
-        flags=(*FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({
-            "noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3}))),
+        flags=(*FRAMES, *FREQ_MASKS, *NOISE_AND_CHANNEL)),
     "conformer": Variant(config=CONFORMER),
     # a Conformer as cheap as a Transformer block: two half-step feed-forwards of half the width (together the
     # Transformer's one), with the demo's front end and frame batches
@@ -177,8 +172,7 @@ VARIANTS = {
     # dropout), now that the step costs less
     "conformer-lite+front32+frames+noise+freq_masks+interctc+channel+no_dropout": Variant(
         config={**CONFORMER, **FRONT_32, **INTERCTC, "encoder_ffn_dim": 288, "dropout": 0.0},
-        flags=(*FRAMES, *FREQ_MASKS, "--augmentation", json.dumps({
-            "noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3}))),
+        flags=(*FRAMES, *FREQ_MASKS, *NOISE_AND_CHANNEL)),
     "transformer+interctc": Variant(config=INTERCTC),
     "conformer+interctc": Variant(config={**CONFORMER, **INTERCTC}),
     "conformer+interctc+augmentation": Variant(config={**CONFORMER, **INTERCTC}, flags=AUGMENTATION),
@@ -206,8 +200,7 @@ VARIANTS = {
     # the frozen encoder's heads trained on the from-scratch demo's waveform augmentation (noise on half the
     # utterances, band limits and a room on 30% each): heads that have heard the encoder's view of other channels
     "whisper-frozen-256+noise+channel": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True, flags=(
-        "--trainable_encoder_layers", "0", *FRAMES, "--augmentation", json.dumps({
-            "noise_probability": 0.5, "band_limit_probability": 0.3, "reverb_probability": 0.3}))),
+        "--trainable_encoder_layers", "0", *FRAMES, *NOISE_AND_CHANNEL)),
     # only its last layer trained, at a tenth of the heads' learning rate: a little of the encoder for the task,
     # little room to forget
     "whisper-256-last1-1e-4": Variant(preset="whisper-tiny", config=WHISPER, pretrained_encoder=True, flags=(
