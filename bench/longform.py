@@ -144,7 +144,7 @@ def main():
         whole = processor.batch_decode(output.sequences if args.timestamps else output, skip_special_tokens=True)[0]
         timing = {}
         if args.timestamps:
-            words = timestamp_chunks(output.token_spans[0], word_pieces(processor.tokenizer), model.ctc_frame_seconds)
+            words = timestamp_chunks(output.token_spans[0], word_pieces(processor.tokenizer), model.frame_seconds)
             errors, exact = timestamp_errors(reference, words, texts, spans)
             timing = {"timestamp_median_error_s": float(np.median(errors)),
                       "timestamp_p95_error_s": float(np.percentile(errors, 95)),

@@ -164,11 +164,6 @@ class SpeechSeqConfig(PretrainedConfig):
         interctc_weight (`float`, defaults to 0.0): the CTC loss becomes `(1 - w) * final + w * mean(intermediate)`.
         self_conditioning (`bool`, defaults to `False`): add each intermediate CTC posterior, projected back to
             `d_model`, to the next layer's input (self-conditioned CTC, Nozaki & Komatsu, 2021); in decoding too.
-        ctc_upsampling (`int`, defaults to 1): CTC frames per encoder frame: the CTC head maps each encoder frame to
-            this many frames' distributions (one linear layer to `ctc_upsampling * vocab_size`, the upsampling of
-            Libovický & Helcl, 2018), so that CTC has room for dense transcripts at a coarse frame rate (characters
-            at 40 ms frames leave it 1.6 frames a character in read speech). `ctc_logits`, alignments and timestamps
-            are then in CTC frames, `ctc_upsampling` to an encoder frame.
         encoder_type (`str`, defaults to `"speechseq"`): `"speechseq"`, the subsampling front end and
             `encoder_layers` layers above, trained from scratch; or `"whisper"`, transformers' `WhisperEncoder`
             (its 2x convolutional front end, positions and layers, pretrained: see
@@ -254,7 +249,6 @@ class SpeechSeqConfig(PretrainedConfig):
         interctc_layers=(),
         interctc_weight=0.0,
         self_conditioning=False,
-        ctc_upsampling=1,
         encoder_type="speechseq",
         whisper_encoder=None,
         pretrained_encoder=None,
@@ -305,7 +299,6 @@ class SpeechSeqConfig(PretrainedConfig):
         self.interctc_layers = list(interctc_layers)
         self.interctc_weight = interctc_weight
         self.self_conditioning = self_conditioning
-        self.ctc_upsampling = ctc_upsampling
         self.encoder_type = encoder_type
         self.whisper_encoder = None if whisper_encoder is None else dict(whisper_encoder)
         self.pretrained_encoder = pretrained_encoder
@@ -396,8 +389,6 @@ class SpeechSeqConfig(PretrainedConfig):
             raise ValueError(f"interctc_layers must be distinct encoder layers in [1, {self.encoder_layers - 1}] "
                              f"(1-based, below the last), got {self.interctc_layers!r}")  # fmt: skip
         _require_fractions(self, ("interctc_weight",))
-        if not isinstance(self.ctc_upsampling, int) or isinstance(self.ctc_upsampling, bool) or self.ctc_upsampling < 1:
-            raise ValueError(f"ctc_upsampling must be a positive integer, got {self.ctc_upsampling!r}")
         if (self.interctc_weight > 0 or self.self_conditioning) and not self.interctc_layers:
             raise ValueError("interctc_weight > 0 and self_conditioning need interctc_layers")
         if self.interctc_weight > 0 and self.ctc_weight == 0:

@@ -1008,7 +1008,7 @@ def timestamp_chunks(token_spans: list, pieces: list, frame_seconds: float, leve
     Args:
         token_spans (`list` of `(token_id, start_frame, end_frame)`): the aligned labels, end frame exclusive.
         pieces (`list`): per token id, `None` or `(starts_word, text)` (`ngram_lm.word_pieces`).
-        frame_seconds (`float`): the duration of one frame of the spans (a CTC frame: `model.ctc_frame_seconds`).
+        frame_seconds (`float`): the duration of one encoder frame.
         level (`str`): `"word"` or `"char"` (one chunk per token that has text).
     """
     if level not in ("word", "char"):
@@ -1274,9 +1274,8 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         if ngram_lm is None and getattr(config, "ngram_lm", None):
             ngram_lm = self._in_model_dir(config.ngram_lm)
         return_dict = setting("return_dict_in_generate", False)
-        # One token per CTC frame at most (CTC's bound, and a stop for a decoder that loops), plus [EOS].
-        frames = self._get_feat_extract_output_lengths(frame_lengths(input_features, attention_mask))
-        most = int(frames.max()) * self.config.ctc_upsampling + 1
+        # One token per encoder frame at most (CTC's bound, and a stop for a decoder that loops), plus [EOS].
+        most = int(self._get_feat_extract_output_lengths(frame_lengths(input_features, attention_mask)).max()) + 1
         max_new_tokens = min(self._max_new_tokens(kwargs, config), most)
         if decoding not in ("attention", "ctc"):
             raise ValueError(f"decoding must be 'attention' or 'ctc', got {decoding!r}")
@@ -1382,8 +1381,7 @@ class SpeechSeqGenerationMixin(GenerationMixin):
             raise ValueError("long recordings are decoded segment by segment into one transcript each: "
                              "num_return_sequences must be 1")  # fmt: skip
         reduction = round(self.frame_seconds / 0.01)  # input frames per encoder frame; segments start at multiples
-        # each segment with its offset in CTC frames, the frames of its tokens' spans
-        pieces = [(b, start // reduction * c.ctc_upsampling, input_features[b, start:end])
+        pieces = [(b, start // reduction, input_features[b, start:end])
                   for b, spans in enumerate(self.long_form_segments(input_features, attention_mask, segment_seconds))
                   for start, end in spans]  # fmt: skip
         if segment_normalization == "utterance":  # an utterance's CMVN is affine: exact on features normalised before
@@ -1448,12 +1446,10 @@ class SpeechSeqGenerationMixin(GenerationMixin):
             for start in range(0, n, window):
                 left, right = max(0, start - context), min(n, start + window + context)
                 encoded, _ = self.encode(input_features[b : b + 1, left:right])
-                # an encoder frame is a pause when each of its CTC frames is blank
-                blank = self.ctc_log_probs(encoded)[0].argmax(-1).eq(c.blank_token_id)
-                blank = blank.unflatten(0, (-1, c.ctc_upsampling)).all(dim=1)
+                best = self.ctc_log_probs(encoded)[0].argmax(-1)
                 first = (start - left) // reduction
                 count = (min(n, start + window) - start + reduction - 1) // reduction
-                is_blank += blank[first : first + count].tolist()
+                is_blank += (best[first : first + count] == c.blank_token_id).tolist()
             segments = silence_segments(is_blank, max_frames, min_pause=max(2, round(min_pause / self.frame_seconds)))
             segments = trim_pauses(segments, is_blank, margin=round(margin / self.frame_seconds),
                                    min_speech=max(1, math.ceil(min_speech / self.frame_seconds - 1e-9)))
@@ -1521,9 +1517,8 @@ class SpeechSeqGenerationMixin(GenerationMixin):
                 (`[EOS]`, padding and -100 are skipped).
 
         Returns:
-            per utterance, `(token_id, start_frame, end_frame)` of each token in CTC frames (end exclusive; one
-            frame is `self.ctc_frame_seconds` long); `timestamp_chunks` turns them into words or characters with
-            times.
+            per utterance, `(token_id, start_frame, end_frame)` of each token in encoder frames (end exclusive; one
+            frame is `self.frame_seconds` long); `timestamp_chunks` turns them into words or characters with times.
         """
         c = self.config
         specials = torch.tensor([c.eos_token_id, c.pad_token_id, c.decoder_start_token_id, c.blank_token_id, -100],
@@ -1534,8 +1529,8 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         for row, transcript in zip(padded, transcripts):
             row[: len(transcript)] = transcript
         encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
-        positions, _ = ctc_forced_align(self.ctc_log_probs(encoder_hidden_states), lengths * c.ctc_upsampling, padded,
-                                        label_lengths, c.blank_token_id)  # fmt: skip
+        positions, _ = ctc_forced_align(self.ctc_log_probs(encoder_hidden_states), lengths, padded, label_lengths,
+                                        c.blank_token_id)  # fmt: skip
         spans = []
         for transcript, frames in zip(transcripts, positions):
             starts = torch.full((len(transcript),), -1, dtype=torch.long)
@@ -1571,16 +1566,11 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         reduction = 2 if self.config.encoder_type == "whisper" else self.config.subsampling_factor
         return reduction * 0.01
 
-    @property
-    def ctc_frame_seconds(self) -> float:
-        """The duration of one CTC frame: an encoder frame's over `config.ctc_upsampling`."""
-        return self.frame_seconds / self.config.ctc_upsampling
-
     def timestamps(self, input_features, labels, tokenizer, attention_mask=None, level: str = "word") -> list[list[dict]]:
         """`align`, then per utterance `[{"text", "timestamp": (start, end)}]` in seconds per word or character, as
         transformers' ASR pipeline returns timestamps."""
         pieces = word_pieces(tokenizer)
-        return [timestamp_chunks(spans, pieces, self.ctc_frame_seconds, level)
+        return [timestamp_chunks(spans, pieces, self.frame_seconds, level)
                 for spans in self.align(input_features, labels, attention_mask)]  # fmt: skip
 
     def _load(self, key: tuple, load):
@@ -1619,16 +1609,15 @@ class SpeechSeqGenerationMixin(GenerationMixin):
                    "length_bonus": options.length_bonus, "ngram": options.ngram_weight,
                    "word_bonus": options.word_bonus, "constraints": 1.0}  # fmt: skip
         if options.ctc_weight:
-            scorers["ctc"] = CTCPrefixScorer(self.ctc_log_probs(encoder_hidden_states), lengths * c.ctc_upsampling,
-                                             c.blank_token_id, c.eos_token_id,
-                                             (c.pad_token_id, c.decoder_start_token_id))  # fmt: skip
+            scorers["ctc"] = CTCPrefixScorer(self.ctc_log_probs(encoder_hidden_states), lengths, c.blank_token_id,
+                                             c.eos_token_id, (c.pad_token_id, c.decoder_start_token_id))  # fmt: skip
         if lm is not None:
             scorers["lm"] = LMScorer(lm)
         if options.length_bonus:
             scorers["length_bonus"] = LengthBonus(c.vocab_size)
         scorers.update(extra_scorers)
-        # CTC gives every token a frame of its own: no transcript is longer than the CTC frames (plus [EOS]).
-        limits = (lengths * c.ctc_upsampling + 1).clamp(max=options.max_new_tokens)
+        # CTC gives every token a frame of its own: no transcript is longer than the encoder's frames (plus [EOS]).
+        limits = (lengths + 1).clamp(max=options.max_new_tokens)
         output = beam_search(
             scorers, weights, len(lengths), limits, options,
             c.decoder_start_token_id, c.eos_token_id, c.pad_token_id, c.vocab_size, encoder_hidden_states.device,
@@ -1646,7 +1635,6 @@ class SpeechSeqGenerationMixin(GenerationMixin):
         encoder_hidden_states, lengths = self.encode(input_features, attention_mask)
         log_probs = self.ctc_log_probs(encoder_hidden_states)
         c = self.config
-        lengths = lengths * c.ctc_upsampling  # in CTC frames
         never = {c.pad_token_id, c.decoder_start_token_id, c.eos_token_id, *suppress_tokens} - {c.blank_token_id}
         excluded = sorted(never)
         log_probs[..., excluded] = NEG_INF

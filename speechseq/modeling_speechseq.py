@@ -58,10 +58,9 @@ class SpeechSeqOutput(Seq2SeqLMOutput):
     ctc_loss (`torch.FloatTensor`, *optional*): CTC loss of the encoder (with `labels` and `ctc_weight > 0`).
     interctc_loss (`torch.FloatTensor`, *optional*): mean CTC loss of the intermediate layers (`interctc_layers`,
         with `labels` and `interctc_weight > 0`).
-    ctc_logits (`torch.FloatTensor` of shape `(batch, encoder_frames * ctc_upsampling, vocab_size)`, *optional*):
-        CTC head output, computed whenever this call ran the encoder or was given `labels`.
-    encoder_output_lengths (`torch.LongTensor` of shape `(batch,)`): real encoder frames of each utterance (times
-        `config.ctc_upsampling`: its real CTC frames).
+    ctc_logits (`torch.FloatTensor` of shape `(batch, encoder_frames, vocab_size)`, *optional*): CTC head output,
+        computed whenever this call ran the encoder or was given `labels`.
+    encoder_output_lengths (`torch.LongTensor` of shape `(batch,)`): real encoder frames of each utterance.
     """
 
     attention_loss: torch.FloatTensor | None = None
@@ -492,23 +491,6 @@ class SpeechSeqPreTrainedModel(PreTrainedModel):
         return encoder_lengths(self.config, torch.as_tensor(input_lengths))
 
 
-class CTCHead(nn.Linear):
-    """The CTC head: encoder frames `(..., frames, d_model)` -> CTC logits `(..., frames * upsampling, vocab_size)`,
-    one linear map to `upsampling` distributions per frame (Libovický & Helcl, 2018). An `nn.Linear`, so that its
-    parameters keep the names (`ctc_head.weight`, `ctc_head.bias`) of the models saved before it."""
-
-    def __init__(self, d_model: int, vocab_size: int, upsampling: int = 1):
-        super().__init__(d_model, vocab_size * upsampling)
-        self.upsampling = upsampling
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        logits = super().forward(hidden_states)
-        if self.upsampling == 1:
-            return logits
-        # (..., frames, k * vocab) -> (..., frames, k, vocab) -> (..., frames * k, vocab)
-        return logits.unflatten(-1, (self.upsampling, -1)).flatten(-3, -2)
-
-
 def whisper_encoder(config: SpeechSeqConfig) -> nn.Module:
     """transformers' `WhisperEncoder` of `config.whisper_encoder`'s shape (weights from `from_whisper`)."""
     from transformers import WhisperConfig
@@ -638,10 +620,7 @@ class SpeechSeqEncoder(nn.Module):
                 logits = self._ctc_head[0](self.layer_norm(x))
                 interctc_logits.append(logits)
                 if self.config.self_conditioning:  # Nozaki & Komatsu, 2021
-                    posteriors = logits.softmax(dim=-1)
-                    if self.config.ctc_upsampling > 1:  # an encoder frame's CTC frames, averaged
-                        posteriors = posteriors.unflatten(1, (x.shape[1], -1)).mean(dim=2)
-                    x = x + self.conditioning(posteriors)
+                    x = x + self.conditioning(logits.softmax(dim=-1))
         x = self.layer_norm(x)
         hidden_states.append(x)
         return SpeechSeqEncoderOutput(
@@ -883,7 +862,7 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, SpeechSeqGener
         super().__init__(config)
         self.model = SpeechSeqModel(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        self.ctc_head = CTCHead(config.d_model, config.vocab_size, config.ctc_upsampling)
+        self.ctc_head = nn.Linear(config.d_model, config.vocab_size)
         self.model.encoder.attach_ctc_head(self.ctc_head)
         self._loaded = {}  # what generate() loads by path, once: fusion and n-gram LMs, the model's own tokenizer
         self.post_init()
@@ -1101,8 +1080,7 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, SpeechSeqGener
         self.lm_head = value
 
     def ctc_log_probs(self, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
-        """(B, frames, d_model) encoder output -> (B, frames * config.ctc_upsampling, vocab) float32 CTC
-        log-probabilities."""
+        """(B, frames, d_model) encoder output -> (B, frames, vocab) float32 CTC log-probabilities."""
         return self.ctc_head(encoder_hidden_states).float().log_softmax(dim=-1)
 
     def forward(
@@ -1172,12 +1150,10 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, SpeechSeqGener
             )
             loss = attention_loss
             if self.config.ctc_weight > 0:
-                ctc_lengths = lengths * self.config.ctc_upsampling
-                ctc_loss = total_ctc = self._ctc_loss(ctc_logits, ctc_lengths, labels)
+                ctc_loss = total_ctc = self._ctc_loss(ctc_logits, lengths, labels)
                 interctc_logits = getattr(encoder_outputs, "interctc_logits", None)
                 if self.config.interctc_weight > 0 and interctc_logits:
-                    interctc_loss = torch.stack([self._ctc_loss(x, ctc_lengths, labels)
-                                                 for x in interctc_logits]).mean()  # fmt: skip
+                    interctc_loss = torch.stack([self._ctc_loss(x, lengths, labels) for x in interctc_logits]).mean()
                     total_ctc = (1 - self.config.interctc_weight) * ctc_loss + self.config.interctc_weight * interctc_loss
                 loss = (1 - self.config.ctc_weight) * attention_loss + self.config.ctc_weight * total_ctc
 

@@ -76,8 +76,7 @@ class SpeechSeqASRPipeline(AutomaticSpeechRecognitionPipeline):
         spans = [tuple(span) for output in model_outputs for span in output.pop("token_spans").view(-1, 3).tolist()
                  if span[0] >= 0]  # fmt: skip
         result = super().postprocess(model_outputs, **kwargs)
-        result["chunks"] = timestamp_chunks(spans, word_pieces(self.tokenizer), self.model.ctc_frame_seconds,
-                                            timestamp_level)  # fmt: skip
+        result["chunks"] = timestamp_chunks(spans, word_pieces(self.tokenizer), self.model.frame_seconds, timestamp_level)
         return result
 
     def preprocess(self, inputs, chunk_length_s=0, stride_length_s=None):

@@ -107,8 +107,7 @@ def assert_padding_changes_nothing(model, features, mask, labels):
         assert batched.encoder_output_lengths[i] == n
         torch.testing.assert_close(batched.encoder_last_hidden_state[i, :n], alone.encoder_last_hidden_state[0])
         torch.testing.assert_close(batched.logits[i, :tokens], alone.logits[0])
-        k = model.config.ctc_upsampling  # CTC frames per encoder frame
-        torch.testing.assert_close(batched.ctc_logits[i, : n * k], alone.ctc_logits[0])
+        torch.testing.assert_close(batched.ctc_logits[i, :n], alone.ctc_logits[0])
     return batched
 
 
@@ -520,83 +519,6 @@ def test_conformer_gradient_checkpointing_gives_the_same_gradients(tokenizer):
 def test_conformer_and_interctc_options_are_checked(overrides, message):
     with pytest.raises(ValueError, match=message):
         SpeechSeqConfig.from_preset("tiny", **overrides)
-
-
-
-# --- CTC upsampling -------------------------------------------------------------------------------------------------
-
-# d_model 96, 3 encoder and 2 decoder layers, rotary, self-conditioned intermediate CTC: a shape no preset has
-UPSAMPLED = dict(d_model=96, encoder_layers=3, decoder_layers=2, encoder_ffn_dim=192, decoder_ffn_dim=160,
-                 position_embedding="rotary", interctc_layers=[2], interctc_weight=0.3, self_conditioning=True)
-
-
-def test_ctc_upsampling_scores_k_frames_per_encoder_frame(tokenizer):
-    model = tiny_model(tokenizer, **UPSAMPLED, ctc_upsampling=3)
-    V = len(tokenizer)
-    assert model.ctc_head.weight.shape == (3 * V, 96)
-    features, mask, labels = batch(V)
-    with torch.no_grad():
-        out = assert_padding_changes_nothing(model, features, mask, labels)
-        hidden = out.encoder_last_hidden_state
-        assert out.ctc_logits.shape == (2, 3 * hidden.shape[1], V) and out.encoder_output_lengths.tolist() == [29, 18]
-        # CTC frame 3t + j of an utterance is the j-th block of the head's rows on encoder frame t
-        for j in range(3):
-            block = hidden @ model.ctc_head.weight[j * V : (j + 1) * V].T + model.ctc_head.bias[j * V : (j + 1) * V]
-            torch.testing.assert_close(out.ctc_logits[:, j::3], block)
-        # the loss counts every CTC frame of each utterance, and none of its padding
-        keep = (labels >= 0) & (labels != 4)
-        expected = torch.nn.functional.ctc_loss(out.ctc_logits.log_softmax(-1).transpose(0, 1), labels[keep],
-                                                3 * out.encoder_output_lengths, keep.sum(-1), blank=5)  # fmt: skip
-    torch.testing.assert_close(out.ctc_loss, expected)
-
-
-def test_ctc_upsampling_with_equal_blocks_is_the_plain_head_repeated(tokenizer):
-    """A head whose k blocks are equal gives each encoder frame's distribution k times, and self-conditioning (the
-    mean of an encoder frame's k posteriors) then feeds the next layer what the plain head's model does."""
-    plain = tiny_model(tokenizer, **UPSAMPLED)
-    upsampled = tiny_model(tokenizer, **UPSAMPLED, ctc_upsampling=2)
-    state = plain.state_dict()
-    state["ctc_head.weight"], state["ctc_head.bias"] = state["ctc_head.weight"].repeat(2, 1), state["ctc_head.bias"].repeat(2)
-    upsampled.load_state_dict(state)
-    features, mask, labels = batch(len(tokenizer))
-    with torch.no_grad():
-        expected, got = (m(features, attention_mask=mask, labels=labels) for m in (plain, upsampled))
-    torch.testing.assert_close(got.encoder_last_hidden_state, expected.encoder_last_hidden_state)
-    torch.testing.assert_close(got.ctc_logits, expected.ctc_logits.repeat_interleave(2, dim=1))
-    torch.testing.assert_close(got.logits, expected.logits)
-    assert not torch.isclose(got.ctc_loss, expected.ctc_loss)  # more frames, other paths
-
-
-def test_ctc_upsampling_decodes_aligns_saves_and_loads(tokenizer, tmp_path):
-    model = tiny_model(tokenizer, **UPSAMPLED, ctc_upsampling=2, seed=2)
-    features, mask, labels = batch(len(tokenizer))
-    generated = model.generate(features, attention_mask=mask, decoding="ctc", max_new_tokens=200)
-    with torch.no_grad():
-        out = model(features, attention_mask=mask, decoder_input_ids=torch.full((2, 1), 3))
-    logits = out.ctc_logits.index_fill(-1, torch.tensor([0, 3, 4]), -torch.inf)
-    for i in range(2):  # the best path over every CTC frame of the utterance, repeats merged, blanks dropped
-        path = logits[i, : 2 * out.encoder_output_lengths[i]].argmax(-1).tolist()
-        expected = [t for j, t in enumerate(path) if t != 5 and (j == 0 or t != path[j - 1])]
-        assert generated[i, 1 : len(expected) + 2].tolist() == [*expected, 4]
-    assert len(expected) > out.encoder_output_lengths[1]  # more tokens than encoder frames: only CTC frames allow it
-    joint = model.generate(features, attention_mask=mask, num_beams=3, ctc_weight=1.0, max_new_tokens=200)
-    assert (joint == 4).any(dim=1).all()  # a search over the CTC prefix scores ends its hypotheses
-    spans = model.align(features, labels, mask)
-    for (_, _, end), n in zip([row[-1] for row in spans], out.encoder_output_lengths):
-        assert end <= 2 * n  # in CTC frames
-    assert model.ctc_frame_seconds == pytest.approx(model.frame_seconds / 2)
-    model.save_pretrained(tmp_path)
-    loaded, info = SpeechSeqForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
-    assert not any(info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys"))
-    assert loaded.config.ctc_upsampling == 2 and loaded.model.encoder._ctc_head[0] is loaded.ctc_head
-    assert torch.equal(loaded.eval().generate(features, attention_mask=mask, decoding="ctc", max_new_tokens=200),
-                       generated)  # fmt: skip
-
-
-@pytest.mark.parametrize("value", [0, 1.5, True, "2"])
-def test_ctc_upsampling_must_be_a_positive_integer(value):
-    with pytest.raises(ValueError, match="ctc_upsampling must be a positive integer"):
-        SpeechSeqConfig.from_preset("tiny", ctc_upsampling=value)
 
 
 def test_small_conformer_preset_fits_the_parameter_limit():
