@@ -153,18 +153,10 @@ VARIANTS = {
     "transformer+front32+frames+noise+freq_masks+interctc+channel+no_dropout+beta2_0.98": Variant(
         config={**FRONT_32, **INTERCTC, "dropout": 0.0}, flags=(
             *FRAMES, *FREQ_MASKS, "--adam_beta2", "0.98", *NOISE_AND_CHANNEL)),
-    # the recipe with Muon (speechseq.optimization.MuonWithAdamW) for the layers' weight matrices, AdamW for the rest:
-    # an optimizer that learns more per step where larger models and other learning rates did not
-    "transformer+front32+frames+noise+freq_masks+interctc+channel+no_dropout+muon": Variant(
-        config={**FRONT_32, **INTERCTC, "dropout": 0.0}, flags=(
-            *FRAMES, *FREQ_MASKS, *NOISE_AND_CHANNEL, "--muon")),
-    # the same with batches of twice the frames: half the steps, each orthogonalising a gradient of twice the
-    # utterances, for the same cost of Muon's Newton-Schulz iterations (a third of the step at 4600 frames)
-    "transformer+front32+frames9200+noise+freq_masks+interctc+channel+no_dropout+muon": Variant(
-        config={**FRONT_32, **INTERCTC, "dropout": 0.0}, flags=(
-            "--max_frames_per_batch", "9200", "--sortagrad", *FREQ_MASKS, *NOISE_AND_CHANNEL, "--muon")),
     # (a CTC head of two frames per encoder frame, `ctc_upsampling=2` at e8e0682, was tried here and taken out:
-    # 32.1% / 35.8% at 17 minutes, worse per step too; README, "Measured: real recordings")
+    # 32.1% / 35.8% at 17 minutes, worse per step too; and Muon for the layers' matrices, `--muon` at d62e278:
+    # 29.7% / 33.6% in 2462 steps, 1.37 times as much per step at 1.46 times the step, 31.1% / 34.7% with batches
+    # of 9200 frames; README, "Measured: real recordings")
     # the same recipe in a shallower encoder (4 layers, intermediate CTC after layer 2): per step the wider, deeper
     # model and the Conformer learned no more than the recipe's (at the steps they reached), so a cheaper step might
     # pay; measured at 17 minutes: 11% more steps, 2.6 / 1.9 points worse

@@ -58,7 +58,6 @@ from .modeling_speechseq import (
     SpeechSeqEncoderLayer,
     SpeechSeqForConditionalGeneration,
 )
-from .optimization import MuonWithAdamW
 from .processing_speechseq import SpeechSeqProcessor
 from .tokenization_speechseq import load_tokenizer, special_token_ids, suppressed_token_ids, train_tokenizer
 
@@ -239,12 +238,6 @@ class SpeechSeqTrainingArguments(Seq2SeqTrainingArguments):
         metadata={"help": "With --max_frames_per_batch: the first epoch's batches shortest first (SortaGrad, Deep "
                   "Speech 2), later epochs shuffled."},
     )
-    muon: bool = field(
-        default=False,
-        metadata={"help": "Muon for the weight matrices of the encoder's and decoder's layers, AdamW (--adam_beta1, "
-                  "--adam_beta2, --adam_epsilon) for the other parameters, at the same learning rate and weight "
-                  "decay (speechseq.optimization.MuonWithAdamW)."},
-    )
     average_checkpoints: int = field(
         default=0,
         metadata={"help": "At the end of training, save the mean of the last N checkpoints (speechseq-average) as "
@@ -356,10 +349,9 @@ class SpeechSeqTrainer(Seq2SeqTrainer):
 
     def create_optimizer(self, model=None):
         model = self.model if model is None else model
-        muon = getattr(self.args, "muon", False)  # also under plain Seq2SeqTrainingArguments
-        if self.optimizer is None and (self.learning_rates or self.frozen_steps or muon):
+        if self.optimizer is None and (self.learning_rates or self.frozen_steps):
             decay = set(self.get_decay_parameter_names(model))
-            groups = {}  # (learning rate, decays, frozen spans, Muon) -> parameters, in the model's order
+            groups = {}  # (learning rate, decays, frozen spans) -> parameters, in the model's order
             for name, param in model.named_parameters():
                 if not param.requires_grad:  # frozen for good, as the Trainer's own optimizer leaves them
                     continue
@@ -367,8 +359,7 @@ class SpeechSeqTrainer(Seq2SeqTrainer):
                 lr = self.learning_rates[max(matches, key=len)] if matches else self.args.learning_rate
                 spans = sorted({tuple(span) for prefix, spans in self.frozen_steps.items() if name.startswith(prefix)
                                 for span in spans})  # fmt: skip
-                hidden = muon and param.dim() == 2 and ".layers." in name  # a layer's matrix, not an embedding or head
-                groups.setdefault((lr, name in decay, tuple(spans), hidden), []).append(param)
+                groups.setdefault((lr, name in decay, tuple(spans)), []).append(param)
             names = [name for name, _ in model.named_parameters()]
             unmatched = [prefix for prefix in self.learning_rates if not any(n.startswith(prefix) for n in names)]
             if unmatched:
@@ -376,15 +367,10 @@ class SpeechSeqTrainer(Seq2SeqTrainer):
                                  f"(names look like {names[0]!r})")  # fmt: skip
             # the plain group first: the Trainer logs the first group's learning rate
             keys = sorted(groups, key=lambda key: (bool(key[2]), key[0] != self.args.learning_rate))
-            if muon:
-                optimizer_cls = MuonWithAdamW
-                optimizer_kwargs = {"betas": (self.args.adam_beta1, self.args.adam_beta2),
-                                    "eps": self.args.adam_epsilon}  # fmt: skip
-            else:
-                optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
             self.optimizer = optimizer_cls([
                 {"params": groups[key], "lr": key[0], "weight_decay": self.args.weight_decay if key[1] else 0.0,
-                 "frozen_steps": [list(span) for span in key[2]], **({"muon": key[3]} if muon else {})}
+                 "frozen_steps": [list(span) for span in key[2]]}
                 for key in keys
             ], **optimizer_kwargs)  # fmt: skip
         return super().create_optimizer(model)
