@@ -7,12 +7,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import HfArgumentParser
 
 from speechseq.training import DataArguments, ModelArguments, SpeechSeqTrainingArguments
 
+from conftest import tiny_model
+
 BENCH = Path(__file__).parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
+import ctc_errors  # noqa: E402
 import equal_budget  # noqa: E402
 import run  # noqa: E402
 
@@ -138,3 +142,16 @@ def test_the_ngram_weight_is_tuned_again_over_the_saved_setting_and_only_with_de
                                       "--retune_ngram"])  # fmt: skip
     with pytest.raises(ValueError, match="--retune_ngram goes with --decode_only"):
         equal_budget.main()
+
+
+def test_ctc_errors_splits_the_cer_and_a_blank_penalty_reads_more_characters(tokenizer):
+    kinds = ctc_errors.error_kinds(["abcd", "ef"], ["abxdq", "e"])  # 1 substituted, 1 deleted, 1 inserted of 6
+    assert kinds["substituted"] == kinds["deleted"] == kinds["inserted"] == pytest.approx(1 / 6)
+    assert kinds["cer"] == pytest.approx(3 / 6)
+    model = tiny_model(tokenizer)
+    blank, letter = model.config.blank_token_id, tokenizer.convert_tokens_to_ids("a")
+    scores = torch.full((6, len(tokenizer)), -10.0)
+    scores[:, blank] = -0.1
+    scores[1:4, letter] = torch.tensor([-0.5, -0.3, -2.0])  # blank wins everywhere, by 0.2 at frame 2
+    with_penalties = [ctc_errors.best_paths(model, tokenizer, [scores], penalty)[0] for penalty in (0.0, 0.3, 2.0)]
+    assert with_penalties == ["", "a", "a"]  # frames 1-3 merge into one "a" once the letter wins them
