@@ -156,7 +156,7 @@ VARIANTS = {
     # (a CTC head of two frames per encoder frame, `ctc_upsampling=2` at e8e0682, was tried here and taken out:
     # 32.1% / 35.8% at 17 minutes, worse per step too; and Muon for the layers' matrices, `--muon` at d62e278:
     # 29.7% / 33.6% in 2462 steps, 1.37 times as much per step at 1.46 times the step, 31.1% / 34.7% with batches
-    # of 9200 frames; README, "Measured: real recordings")
+    # of 9200 frames, 29.9% / 33.8% for the attention projections alone; README, "Measured: real recordings")
     # the same recipe in a shallower encoder (4 layers, intermediate CTC after layer 2): per step the wider, deeper
     # model and the Conformer learned no more than the recipe's (at the steps they reached), so a cheaper step might
     # pay; measured at 17 minutes: 11% more steps, 2.6 / 1.9 points worse
