@@ -164,6 +164,11 @@ class SpeechSeqConfig(PretrainedConfig):
         interctc_weight (`float`, defaults to 0.0): the CTC loss becomes `(1 - w) * final + w * mean(intermediate)`.
         self_conditioning (`bool`, defaults to `False`): add each intermediate CTC posterior, projected back to
             `d_model`, to the next layer's input (self-conditioned CTC, Nozaki & Komatsu, 2021); in decoding too.
+        ctc_consistency_weight (`float`, defaults to 0.0): consistency-regularised CTC (CR-CTC, Yao et al., 2025):
+            above 0, training runs the model on two views of each batch (the same utterances under independent
+            SpecAugment masks and VTLP warps) and adds to the CTC loss `w` times the KL divergence of each view's CTC
+            posteriors from the other's (held fixed), summed over real frames and divided by the target tokens as
+            CTC's loss is. A step then costs about twice as much: halve the batch to keep its cost.
         encoder_type (`str`, defaults to `"speechseq"`): `"speechseq"`, the subsampling front end and
             `encoder_layers` layers above, trained from scratch; or `"whisper"`, transformers' `WhisperEncoder`
             (its 2x convolutional front end, positions and layers, pretrained: see
@@ -249,6 +254,7 @@ class SpeechSeqConfig(PretrainedConfig):
         interctc_layers=(),
         interctc_weight=0.0,
         self_conditioning=False,
+        ctc_consistency_weight=0.0,
         encoder_type="speechseq",
         whisper_encoder=None,
         pretrained_encoder=None,
@@ -299,6 +305,7 @@ class SpeechSeqConfig(PretrainedConfig):
         self.interctc_layers = list(interctc_layers)
         self.interctc_weight = interctc_weight
         self.self_conditioning = self_conditioning
+        self.ctc_consistency_weight = ctc_consistency_weight
         self.encoder_type = encoder_type
         self.whisper_encoder = None if whisper_encoder is None else dict(whisper_encoder)
         self.pretrained_encoder = pretrained_encoder
@@ -393,6 +400,11 @@ class SpeechSeqConfig(PretrainedConfig):
             raise ValueError("interctc_weight > 0 and self_conditioning need interctc_layers")
         if self.interctc_weight > 0 and self.ctc_weight == 0:
             raise ValueError("interctc_weight > 0 needs ctc_weight > 0: the intermediate losses are part of the CTC loss")
+        weight = self.ctc_consistency_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ValueError(f"ctc_consistency_weight must be a non-negative number, got {weight!r}")
+        if weight > 0 and self.ctc_weight == 0:
+            raise ValueError("ctc_consistency_weight > 0 needs ctc_weight > 0: it regularises the CTC posteriors")
         _require_common(self)
         _require_token_ids(self, ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "blank_token_id"))
 

@@ -58,6 +58,8 @@ class SpeechSeqOutput(Seq2SeqLMOutput):
     ctc_loss (`torch.FloatTensor`, *optional*): CTC loss of the encoder (with `labels` and `ctc_weight > 0`).
     interctc_loss (`torch.FloatTensor`, *optional*): mean CTC loss of the intermediate layers (`interctc_layers`,
         with `labels` and `interctc_weight > 0`).
+    consistency_loss (`torch.FloatTensor`, *optional*): CR-CTC's divergence between the two views' CTC posteriors
+        (in training, with `labels` and `ctc_consistency_weight > 0`).
     ctc_logits (`torch.FloatTensor` of shape `(batch, encoder_frames, vocab_size)`, *optional*): CTC head output,
         computed whenever this call ran the encoder or was given `labels`.
     encoder_output_lengths (`torch.LongTensor` of shape `(batch,)`): real encoder frames of each utterance.
@@ -66,6 +68,7 @@ class SpeechSeqOutput(Seq2SeqLMOutput):
     attention_loss: torch.FloatTensor | None = None
     ctc_loss: torch.FloatTensor | None = None
     interctc_loss: torch.FloatTensor | None = None
+    consistency_loss: torch.FloatTensor | None = None
     ctc_logits: torch.FloatTensor | None = None
     encoder_output_lengths: torch.LongTensor | None = None
 
@@ -1116,6 +1119,12 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, SpeechSeqGener
         ran_encoder = encoder_outputs is None
         if labels is not None and decoder_input_ids is None:
             decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+        two_views = self.training and ran_encoder and labels is not None and self.config.ctc_consistency_weight > 0
+        if two_views:  # CR-CTC: the batch twice, each copy under its own SpecAugment masks (drawn in the encoder)
+            input_features, attention_mask, labels, decoder_input_ids, decoder_attention_mask = (
+                None if x is None else torch.cat([x, x])
+                for x in (input_features, attention_mask, labels, decoder_input_ids, decoder_attention_mask)
+            )
         if ran_encoder:  # here rather than in self.model, to keep the intermediate CTC logits
             encoder_outputs = self.model.encoder(input_features, attention_mask, output_attentions,
                                                  output_hidden_states)  # fmt: skip
@@ -1140,7 +1149,7 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, SpeechSeqGener
             lengths = torch.full(encoder_hidden_states.shape[:1], T, device=encoder_hidden_states.device)
         ctc_logits = self.ctc_head(encoder_hidden_states) if ran_encoder or labels is not None else None
 
-        loss = attention_loss = ctc_loss = interctc_loss = None
+        loss = attention_loss = ctc_loss = interctc_loss = consistency_loss = None
         if labels is not None:
             attention_loss = F.cross_entropy(
                 logits.float().reshape(-1, logits.shape[-1]),
@@ -1156,6 +1165,9 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, SpeechSeqGener
                     interctc_loss = torch.stack([self._ctc_loss(x, lengths, labels) for x in interctc_logits]).mean()
                     total_ctc = (1 - self.config.interctc_weight) * ctc_loss + self.config.interctc_weight * interctc_loss
                 loss = (1 - self.config.ctc_weight) * attention_loss + self.config.ctc_weight * total_ctc
+                if two_views:
+                    consistency_loss = self._consistency_loss(ctc_logits, lengths, labels)
+                    loss = loss + self.config.ctc_weight * self.config.ctc_consistency_weight * consistency_loss
 
         output = SpeechSeqOutput(
             loss=loss,
@@ -1170,10 +1182,21 @@ class SpeechSeqForConditionalGeneration(SpeechSeqPreTrainedModel, SpeechSeqGener
             attention_loss=attention_loss,
             ctc_loss=ctc_loss,
             interctc_loss=interctc_loss,
+            consistency_loss=consistency_loss,
             ctc_logits=ctc_logits,
             encoder_output_lengths=lengths,
         )
         return output if return_dict else output.to_tuple()
+
+    def _consistency_loss(self, ctc_logits, lengths, labels):
+        """CR-CTC's loss over a batch of two views (its halves): KL(other view's posteriors, held fixed || this view's)
+        summed over real frames and both views, per target token of both (CTC's own scale, as icefall's CR-CTC)."""
+        log_probs = ctc_logits.float().log_softmax(dim=-1)
+        targets = torch.cat(log_probs.detach().chunk(2)[::-1])
+        divergence = F.kl_div(log_probs, targets, reduction="none", log_target=True).sum(-1)  # (2B, T)
+        real = lengths_to_mask(lengths, log_probs.shape[1])
+        tokens = (labels >= 0).sum().clamp(min=1)  # with [EOS], one per utterance: near enough CTC's targets
+        return divergence.masked_fill(~real, 0.0).sum() / tokens
 
     def _ctc_loss(self, ctc_logits, lengths, labels):
         # CTC targets are the transcript tokens alone: no padding, [SOS]/[EOS] or blank.

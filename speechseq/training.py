@@ -265,7 +265,7 @@ class SpeechSeqTrainer(Seq2SeqTrainer):
     """
 
     # the parts of speechseq's loss, logged beside it (means over the steps since the last log)
-    LOSS_PARTS = ("attention_loss", "ctc_loss", "interctc_loss")
+    LOSS_PARTS = ("attention_loss", "ctc_loss", "interctc_loss", "consistency_loss")
 
     def __init__(self, *args, learning_rates: dict | None = None, frozen_steps: dict | None = None,
                  train_data_collator=None, data_description: str | None = None, **kwargs):  # fmt: skip

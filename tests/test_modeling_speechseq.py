@@ -479,6 +479,46 @@ def test_self_conditioning_adds_the_projected_posteriors_to_the_next_layer(token
         )
 
 
+# d_model 96, 3 encoder and 2 decoder layers, rotary, no dropout (so that only SpecAugment tells the views apart)
+CR_CTC = dict(d_model=96, encoder_layers=3, decoder_layers=2, encoder_ffn_dim=192, decoder_ffn_dim=160,
+              position_embedding="rotary", dropout=0.0, ctc_weight=0.4, ctc_consistency_weight=0.5)  # fmt: skip
+
+
+def test_ctc_consistency_compares_each_view_with_the_other_under_its_own_masks(tokenizer):
+    model = tiny_model(tokenizer, **CR_CTC, spec_augment_freq_masks=2, spec_augment_time_masks=2).train()
+    features, mask, labels = batch(len(tokenizer))
+    torch.manual_seed(1)
+    out = model(features, attention_mask=mask, labels=labels)
+    assert out.ctc_logits.shape[0] == out.logits.shape[0] == 4  # the batch twice
+    lengths = out.encoder_output_lengths
+    assert lengths.tolist() == [29, 18, 29, 18]
+    assert not torch.allclose(out.ctc_logits[:2], out.ctc_logits[2:])  # each copy its own masks
+    log_probs = out.ctc_logits.detach().log_softmax(-1)
+    other = torch.cat([log_probs[2:], log_probs[:2]])
+    expected = sum((other[i, :n].exp() * (other[i, :n] - log_probs[i, :n])).sum() for i, n in enumerate(lengths))
+    torch.testing.assert_close(out.consistency_loss, expected / (labels >= 0).sum() / 2)
+    assert out.consistency_loss > 0
+    torch.testing.assert_close(out.loss, 0.6 * out.attention_loss + 0.4 * (out.ctc_loss + 0.5 * out.consistency_loss))
+    out.loss.backward()
+    assert model.model.encoder.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_ctc_consistency_without_augmentation_is_zero_and_leaves_the_other_losses(tokenizer):
+    # two identical views: no divergence, and the means of the duplicated batch are the batch's own
+    features, mask, labels = batch(len(tokenizer))
+    two = tiny_model(tokenizer, **CR_CTC, spec_augment_freq_masks=0, spec_augment_time_masks=0).train()
+    one = tiny_model(tokenizer, **{**CR_CTC, "ctc_consistency_weight": 0.0}, spec_augment_freq_masks=0,
+                     spec_augment_time_masks=0).train()  # fmt: skip
+    got, expected = two(features, attention_mask=mask, labels=labels), one(features, attention_mask=mask, labels=labels)
+    assert got.consistency_loss.item() == 0.0 and expected.consistency_loss is None
+    for name in ("loss", "attention_loss", "ctc_loss"):
+        torch.testing.assert_close(getattr(got, name), getattr(expected, name))
+    # evaluation and decoding see one view
+    with torch.no_grad():
+        evaluated = two.eval()(features, attention_mask=mask, labels=labels)
+    assert evaluated.consistency_loss is None and evaluated.ctc_logits.shape[0] == 2
+
+
 def test_conformer_with_self_conditioning_saves_loads_and_decodes_with_the_cache(tokenizer, tmp_path):
     model = tiny_model(tokenizer, **CONFORMER, interctc_layers=[2], interctc_weight=0.3, self_conditioning=True)
     model.save_pretrained(tmp_path)
@@ -514,7 +554,9 @@ def test_conformer_gradient_checkpointing_gives_the_same_gradients(tokenizer):
      (dict(conv_norm="group_norm"), "conv_norm"), (dict(interctc_layers=[2]), r"\[1, 1\]"),
      (dict(interctc_layers=[1, 1]), "distinct"), (dict(interctc_weight=0.3), "need interctc_layers"),
      (dict(self_conditioning=True), "need interctc_layers"),
-     (dict(interctc_layers=[1], interctc_weight=0.3, ctc_weight=0.0), "needs ctc_weight")],
+     (dict(interctc_layers=[1], interctc_weight=0.3, ctc_weight=0.0), "needs ctc_weight"),
+     (dict(ctc_consistency_weight=-0.1), "non-negative"), (dict(ctc_consistency_weight=True), "non-negative"),
+     (dict(ctc_consistency_weight=0.2, ctc_weight=0.0), "needs ctc_weight")],
 )  # fmt: skip
 def test_conformer_and_interctc_options_are_checked(overrides, message):
     with pytest.raises(ValueError, match=message):

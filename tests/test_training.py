@@ -522,6 +522,17 @@ def test_conformer_with_interctc_logs_each_loss_and_averages_its_last_checkpoint
               "2", "--save_total_limit", "2", "--average_checkpoints", "3"])  # fmt: skip
 
 
+def test_ctc_consistency_is_logged_beside_the_other_losses(manifest, tmp_path):
+    out = tmp_path / "cr-ctc"
+    main([*data_args(manifest), *ARGS, "--output_dir", str(out), "--do_train", "--max_steps", "2", "--logging_steps",
+          "1", "--save_strategy", "no", "--spec_augment_freq_masks", "2", "--spec_augment_time_masks", "2",
+          "--config_overrides", json.dumps({"ctc_consistency_weight": 0.2})])  # fmt: skip
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    logged = [entry for entry in history if "loss" in entry]
+    assert len(logged) == 2
+    assert all(0 < entry["consistency_loss"] < entry["ctc_loss"] for entry in logged), logged
+
+
 @pytest.mark.parametrize("max_frames, steps", [(300, 6), (250, 8)])
 def test_batches_by_frames_make_the_steps_of_an_epoch(manifest, tmp_path, max_frames, steps):
     # sixteen 1-second utterances (100 frames each): 3 to a batch in 300 frames (6 batches), 2 in 250 (8)
