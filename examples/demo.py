@@ -110,13 +110,17 @@ FUSION = {"lm_weight": 0.3}
 # in the CTC prefix search 1.0 with a word bonus of 1 then (55.2% against 77.4%; 0.6: 59.0%). Its text has GCIDE's
 # definitions beside fortunes and WordNet (build_ngram_lm's default): 0.8-1.2 points lower dev WER on both roads
 # (README, "General English in the LM"); with that LM the CTC prefix search does best at 0.5 (all 200 dev
-# utterances of the demo model at 1dbae91: 25.8% CER / 56.6% WER against 32.8% / 59.9% at 1.0; 0.6: 56.9%)
+# utterances of the demo model at 1dbae91: 25.8% CER / 56.6% WER against 32.8% / 59.9% at 1.0; 0.6: 56.9%). Tuned
+# again in the beam search with a 17-minute model of the recipe of 2026-12-05 (no dropout; its run
+# `learning_curve_baseline_2026-12-05b`): 0.6 rather than 0.8, 17.1% CER / 38.7% WER on all 200 dev utterances against
+# 18.0% / 38.9% (0.5: 17.4% / 40.5%, 0.7: 17.5% / 38.5%), level on recorded speech (55.0% / 100.2% against 55.5% /
+# 100.2% on bench/real_speech.py's dev half)
 NGRAM_ORDER = 4
 # and a wider beam with it (30 rather than 10): words need hypotheses that differ in more than their last letter. On
 # all 200 dev utterances of the demo's model (1dbae91) 44.1% WER at beam 10, 39.3% at 20, 38.2% at 30, 36.2% at 50
 # (without the n-gram 65.4% at 10 and 30: the width pays only with it); over the Whisper encoder (100 dev
 # utterances) 25.6%, 20.1% at 30, 19.3% at 50. 30 takes 2.7 times beam 10's time (README, "Words: a word n-gram LM").
-NGRAM = {"ngram_weight": 0.8, "num_beams": 30}
+NGRAM = {"ngram_weight": 0.6, "num_beams": 30}
 # Over Whisper's encoder the decoder has had a few hundred steps (greedy it loops), so CTC and the n-gram carry more:
 # tuned at 30 beams on all 200 dev utterances of the demo's Whisper model (3d947e6), 17.2% WER against 18.7% with the
 # from-scratch weights (CTC 0.9: 17.6%, n-gram 1.4: 17.5%); from scratch the same change costs 3.7 points (README,
